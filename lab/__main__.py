@@ -1,0 +1,3 @@
+from lab.train import main
+
+main()

@@ -1,0 +1,231 @@
+"""The config schema, and the checks every run passes before a model is built.
+
+Hydra composes the YAML in `conf/`; `validate` merges it onto the structured schema below (so a
+typo'd key or a wrong type fails at once) and then checks values that a type cannot express. Every
+failure is a `ConfigError` naming the key, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+METHODS = ("full", "lora", "qlora")
+TASKS = ("cls", "lm")
+MODEL_SOURCES = ("tiny", "local", "hub", "gguf")
+DATASET_SOURCES = ("synthetic", "packaged", "file", "hub")
+QUANT_TYPES = ("nf4", "fp4")
+COMPUTE_DTYPES = ("auto", "float32", "bfloat16", "float16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+DEVICES = ("auto", "cpu", "cuda")
+LORA_BIAS = ("none", "all", "lora_only")
+LOGGERS = ("wandb", "none")
+
+
+class ConfigError(ValueError):
+    """An invalid config value: says which key, what it was, and what is allowed."""
+
+    def __init__(self, key: str, value: Any, allowed: str):
+        self.key, self.value, self.allowed = key, value, allowed
+        super().__init__(f"invalid config: {key}={value!r}; allowed: {allowed}")
+
+
+# Resolvers used by the YAML (e.g. `alpha: ${mul:2,${rank}}`); registered once per process.
+if not OmegaConf.has_resolver("mul"):
+    OmegaConf.register_new_resolver("mul", lambda a, b: None if a is None or b is None else a * b)
+
+
+@dataclass
+class QuantSchema:
+    type: str = "nf4"
+    double_quant: bool = True
+    compute_dtype: str = "auto"
+
+
+@dataclass
+class MethodSchema:
+    name: str = "lora"
+    learning_rate: float = 2e-3
+    alpha: Optional[float] = None
+    dropout: float = 0.0
+    targets: Any = "qv"
+    bias: str = "none"
+    quant: Optional[QuantSchema] = None
+    optimizer: str = "auto"
+
+
+@dataclass
+class ModelSchema:
+    name: str = "???"
+    task: str = "cls"
+    source: str = "tiny"
+    path: Optional[str] = None
+    gguf_file: Optional[str] = None
+    architecture: Optional[dict] = None
+    config_source: Optional[str] = None
+    max_length: int = 128
+    head_modules: list = field(default_factory=list)
+    target_sets: dict = field(default_factory=dict)
+    trust_remote_code: bool = False
+
+
+@dataclass
+class DatasetSchema:
+    name: str = "???"
+    task: str = "cls"
+    source: str = "synthetic"
+    num_labels: Optional[int] = None
+    labels: Optional[list] = None
+    length: int = 32
+    sizes: dict = field(default_factory=dict)
+    data_seed: int = 1234
+    path: Optional[str] = None
+    format: Optional[str] = None
+    columns: Optional[dict] = None
+    hub: Optional[dict] = None
+    generation_samples: int = 0
+
+
+@dataclass
+class TrainerSchema:
+    max_steps: int = 300
+    epochs: Optional[float] = None
+    batch_size: int = 32
+    eval_batch_size: int = 128
+    learning_rate: float = 2e-3
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.0
+    lr_scheduler: str = "linear"
+    eval_steps: Optional[int] = None
+    logging_steps: int = 10
+    gradient_checkpointing: bool = False
+    precision: str = "auto"
+    save_steps: Optional[int] = None
+    threads: Optional[int] = None
+
+
+@dataclass
+class LoggerSchema:
+    name: str = "none"
+    project: str = "lab"
+    entity: Optional[str] = None
+    mode: str = "auto"
+    group: Optional[str] = None
+    tags: list = field(default_factory=list)
+
+
+@dataclass
+class PathsSchema:
+    results: str = "results"
+    cache: str = "~/.cache/lab"
+
+
+@dataclass
+class RunSchema:
+    method: MethodSchema = field(default_factory=MethodSchema)
+    model: ModelSchema = field(default_factory=ModelSchema)
+    dataset: DatasetSchema = field(default_factory=DatasetSchema)
+    trainer: TrainerSchema = field(default_factory=TrainerSchema)
+    logger: LoggerSchema = field(default_factory=LoggerSchema)
+    paths: PathsSchema = field(default_factory=PathsSchema)
+    rank: Optional[Any] = None
+    seed: Any = 0
+    device: str = "auto"
+    skip_finished: bool = True
+    sweep: Optional[dict] = None
+
+
+def _allowed(key: str, value: Any, options: tuple) -> None:
+    if value not in options:
+        raise ConfigError(key, value, "one of " + ", ".join(options))
+
+
+def _positive_int(key: str, value: Any, minimum: int = 1) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(key, value, f"an integer >= {minimum}")
+
+
+def validate(cfg: DictConfig) -> DictConfig:
+    """Return the run config merged onto the schema, or raise ConfigError."""
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(RunSchema), cfg)
+        OmegaConf.resolve(merged)
+    except OmegaConfBaseException as err:
+        key = getattr(err, "full_key", None) or "?"
+        value = getattr(err, "value", None)
+        reason = str(err).splitlines()[0]
+        raise ConfigError(key, value, reason) from None
+
+    method = merged.method
+    _allowed("method", method.name, METHODS)
+    rank = merged.rank
+    if method.name == "full":
+        if rank is not None:
+            raise ConfigError("rank", rank, "no rank with method=full (full fine-tuning trains every weight)")
+    else:
+        _positive_int("rank", rank)
+        if method.alpha is None or not isinstance(method.alpha, (int, float)) or method.alpha <= 0:
+            raise ConfigError("method.alpha", method.alpha, "a number > 0")
+        if not 0 <= method.dropout < 1:
+            raise ConfigError("method.dropout", method.dropout, "a number in [0, 1)")
+        _allowed("method.bias", method.bias, LORA_BIAS)
+        targets = method.targets
+        if isinstance(targets, str):
+            if targets not in merged.model.target_sets:
+                sets = ", ".join(merged.model.target_sets) or "(none defined)"
+                raise ConfigError("method.targets", targets,
+                                  f"a target set of model {merged.model.name} ({sets}) or a list of module names")
+        elif not OmegaConf.is_list(targets) or not targets or not all(isinstance(t, str) for t in targets):
+            raise ConfigError("method.targets", targets, "a target set name or a non-empty list of module names")
+    if method.name == "qlora":
+        if method.quant is None:
+            raise ConfigError("method.quant", None, "a quant section (type, double_quant, compute_dtype)")
+        _allowed("method.quant.type", method.quant.type, QUANT_TYPES)
+        _allowed("method.quant.compute_dtype", method.quant.compute_dtype, COMPUTE_DTYPES)
+    if not (method.learning_rate > 0 and math.isfinite(method.learning_rate)):
+        raise ConfigError("method.learning_rate", method.learning_rate, "a finite number > 0")
+
+    model, data, trainer = merged.model, merged.dataset, merged.trainer
+    _allowed("model.task", model.task, TASKS)
+    _allowed("model.source", model.source, MODEL_SOURCES)
+    _positive_int("model.max_length", model.max_length)
+    _allowed("dataset.task", data.task, TASKS)
+    _allowed("dataset.source", data.source, DATASET_SOURCES)
+    if data.task != model.task:
+        raise ConfigError("dataset", data.name,
+                          f"a dataset for task '{model.task}' (model {model.name} is a '{model.task}' model; "
+                          f"{data.name} is '{data.task}')")
+    for split, size in data.sizes.items():
+        _positive_int(f"dataset.sizes.{split}", size)
+
+    _positive_int("trainer.batch_size", trainer.batch_size)
+    _positive_int("trainer.eval_batch_size", trainer.eval_batch_size)
+    if trainer.epochs is None:
+        _positive_int("trainer.max_steps", trainer.max_steps)
+    elif trainer.epochs <= 0:
+        raise ConfigError("trainer.epochs", trainer.epochs, "a number > 0, or null to train by max_steps")
+    if not (trainer.learning_rate > 0 and math.isfinite(trainer.learning_rate)):
+        raise ConfigError("trainer.learning_rate", trainer.learning_rate, "a finite number > 0")
+    _allowed("trainer.precision", trainer.precision, PRECISIONS)
+    for key in ("eval_steps", "save_steps", "threads"):
+        if trainer[key] is not None:
+            _positive_int(f"trainer.{key}", trainer[key])
+
+    _positive_int("seed", merged.seed, minimum=0)
+    _allowed("device", merged.device, DEVICES)
+    _allowed("logger.name", merged.logger.name, LOGGERS)
+    return merged
+
+
+def check_results_writable(path: str) -> None:
+    target = os.path.abspath(path)
+    probe = target
+    while not os.path.exists(probe):
+        probe = os.path.dirname(probe)
+    if not os.access(probe, os.W_OK):
+        raise ConfigError("paths.results", path, "a directory this user can write to")

@@ -1,0 +1,75 @@
+"""Held-out evaluation with the shipped `evaluate` metrics, and the merged-vs-on-the-fly check."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+
+from lab import metrics as shipped
+
+
+def evaluate(trainer, tokenized, data, tokenizer, cfg: DictConfig, device: str) -> dict:
+    out = {}
+    validation = trainer.evaluate(tokenized["validation"], metric_key_prefix="validation")
+    out["validation_loss"] = validation["validation_loss"]
+    prediction = trainer.predict(tokenized["test"], metric_key_prefix="test")
+    out["test_loss"] = prediction.metrics["test_loss"]
+    if data.task == "cls":
+        predicted = np.argmax(prediction.predictions, axis=-1).tolist()
+        references = prediction.label_ids.tolist()
+        out["test_accuracy"] = shipped.load("accuracy").compute(predictions=predicted, references=references)["accuracy"]
+        out["test_macro_f1"] = shipped.load("macro_f1").compute(
+            predictions=predicted, references=references, labels=list(range(len(data.label_names))))["macro_f1"]
+    else:
+        out["validation_perplexity"] = _perplexity(out["validation_loss"])
+        out["test_perplexity"] = _perplexity(out["test_loss"])
+        if cfg.dataset.generation_samples:
+            out.update(generation_metrics(trainer.model, data, tokenizer, cfg, device))
+    return out
+
+
+def _perplexity(loss: float) -> float:
+    return math.exp(loss) if loss < 50 else float("inf")
+
+
+def generation_metrics(model, data, tokenizer, cfg: DictConfig, device: str) -> dict:
+    """Greedy answers to the first N test prompts, scored by exact match and ROUGE-L."""
+    sample = data.splits["test"].select(range(min(cfg.dataset.generation_samples, len(data.splits["test"]))))
+    predictions = []
+    model.eval()
+    for row in sample:
+        encoded = tokenizer(row["prompt"], return_tensors="pt").to(model.device)
+        with torch.no_grad():
+            generated = model.generate(**encoded, max_new_tokens=48, do_sample=False,
+                                       pad_token_id=tokenizer.pad_token_id)
+        predictions.append(tokenizer.decode(generated[0, encoded["input_ids"].shape[1]:], skip_special_tokens=True))
+    references = list(sample["response"])
+    return {
+        "test_generation_exact_match": shipped.load("exact_match").compute(
+            predictions=predictions, references=references)["exact_match"],
+        "test_generation_rouge_l": shipped.load("rouge_l").compute(
+            predictions=predictions, references=references)["rouge_l"],
+        "generation_samples": len(references),
+    }
+
+
+def merge_gap(model, load_base, test_split, collate, device: str, rows: int = 16) -> float:
+    """Max |logit difference| between the adapter applied on the fly and merged into the weights."""
+    from lab.methods import dequantized_merged_copy
+
+    batch = collate([test_split[i] for i in range(min(rows, len(test_split)))])
+    batch = {k: v.to(model.device) for k, v in batch.items() if k != "labels"}
+    model.eval()
+    with torch.no_grad():
+        on_the_fly = model(**batch).logits.float()
+        merged = dequantized_merged_copy(model, load_base)
+        merged.eval()
+        merged_logits = merged(**batch).logits.float()
+    del merged
+    mask = batch["attention_mask"].bool()
+    if on_the_fly.dim() == 3:  # causal LM: compare real positions only
+        on_the_fly, merged_logits = on_the_fly[mask], merged_logits[mask]
+    return float((on_the_fly - merged_logits).abs().max())

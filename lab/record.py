@@ -1,0 +1,118 @@
+"""One result record per run: `<results>/<run_id>/result.json`, written atomically.
+
+The run id is a stable hash of what determines the run's outcome (method, rank, model, dataset,
+training settings, seed), never of paths, logging or output folders, so a rerun of the same
+config finds its record and a sweep can skip finished work.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import socket
+import subprocess
+import tempfile
+from importlib import metadata
+
+from omegaconf import DictConfig, OmegaConf
+
+SCHEMA = 1
+STATUSES = ("ok", "failed", "oom", "diverged")
+# Trainer settings that change how a run is observed or saved, not what it learns.
+NON_SEMANTIC_TRAINER_KEYS = ("logging_steps", "eval_steps", "save_steps", "threads", "eval_batch_size")
+SECRET_MARKERS = ("key", "token", "secret", "password")
+
+
+def semantic_config(cfg: DictConfig) -> dict:
+    trainer = {k: v for k, v in OmegaConf.to_container(cfg.trainer, resolve=True).items()
+               if k not in NON_SEMANTIC_TRAINER_KEYS}
+    return {
+        "method": OmegaConf.to_container(cfg.method, resolve=True),
+        "rank": cfg.rank,
+        "model": OmegaConf.to_container(cfg.model, resolve=True),
+        "dataset": OmegaConf.to_container(cfg.dataset, resolve=True),
+        "trainer": trainer,
+        "seed": cfg.seed,
+    }
+
+
+def run_id(cfg: DictConfig) -> str:
+    digest = hashlib.sha256(json.dumps(semantic_config(cfg), sort_keys=True).encode()).hexdigest()[:10]
+    rank = "" if cfg.rank is None else f"-r{cfg.rank}"
+    return f"{cfg.method.name}{rank}-{cfg.model.name}-{cfg.dataset.name}-s{cfg.seed}-{digest}"
+
+
+def record_path(results_dir: str, rid: str) -> str:
+    return os.path.join(results_dir, rid, "result.json")
+
+
+def read_record(path: str) -> dict | None:
+    """The record at `path`, or None if it is missing or unreadable (a corrupt record is rerun)."""
+    try:
+        with open(path) as f:
+            record = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) and record.get("status") in STATUSES else None
+
+
+def write_json_atomic(path: str, payload: dict) -> None:
+    """Write to a temporary file beside `path` and rename it over: readers see all or nothing."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-", suffix=".json")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(payload, f, indent=2, sort_keys=False, default=str)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def scrub_secrets(value):
+    """Drop values whose key names a credential, at any depth."""
+    if isinstance(value, dict):
+        return {k: ("<redacted>" if any(m in str(k).lower() for m in SECRET_MARKERS) and v is not None
+                    else scrub_secrets(v)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [scrub_secrets(v) for v in value]
+    return value
+
+
+def _git(*args: str) -> str | None:
+    here = os.path.dirname(os.path.abspath(__file__))
+    try:
+        return subprocess.run(["git", *args], cwd=here, capture_output=True, text=True, timeout=10,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def provenance(device: str) -> dict:
+    import torch
+
+    versions = {}
+    for pkg in ("lab", "torch", "transformers", "peft", "bitsandbytes", "accelerate", "datasets", "evaluate",
+                "hydra-core", "omegaconf", "wandb"):
+        try:
+            versions[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            versions[pkg] = None
+    status = _git("status", "--porcelain", "--untracked-files=no")
+    return {
+        "versions": versions,
+        "python": platform.python_version(),
+        "git_commit": _git("rev-parse", "HEAD"),
+        "git_dirty": None if status is None else bool(status),
+        "device": device,
+        "device_name": torch.cuda.get_device_name(0) if device == "cuda" else (platform.processor() or platform.machine()),
+        "torch_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "host": socket.gethostname(),
+        "platform": platform.platform(),
+    }

@@ -1,0 +1,327 @@
+"""One run, top to bottom: compose -> build model -> apply method -> train -> evaluate -> record -> log.
+
+    lab-train                                   # the embedded default (conf/train.yaml)
+    lab-train method=qlora rank=16 model=tiny-llama dataset=synthetic-lm seed=1
+    lab-train -m method=lora,qlora rank=1,4,16  # a sweep (Hydra multirun)
+
+A job never raises into Hydra: a failure is recorded (`failed` / `oom` / `diverged`) and the
+launcher goes on with the next job. An invalid config fails before any model is built.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import os
+import sys
+import time
+import traceback
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from lab import record as rec
+from lab.config import ConfigError, check_results_writable, validate
+
+log = logging.getLogger("lab")
+
+
+class Diverged(RuntimeError):
+    pass
+
+
+# An absolute path: the console script imports lab.train as a package module, and Hydra would
+# otherwise look for `conf` as a Python package.
+CONF_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "conf")
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
+def main(cfg: DictConfig) -> dict | None:
+    return run(cfg)
+
+
+def run(cfg: DictConfig) -> dict | None:
+    started = time.time()
+    try:
+        cfg = validate(cfg)
+        check_results_writable(cfg.paths.results)
+    except ConfigError as err:
+        return _config_error(err)
+
+    rid = rec.run_id(cfg)
+    path = rec.record_path(cfg.paths.results, rid)
+    existing = rec.read_record(path)
+    if existing and existing["status"] == "ok" and cfg.skip_finished:
+        print(f"[lab] {rid}: finished earlier (ok), skipped; {path}")
+        return existing
+    if existing is None and os.path.exists(path):
+        log.warning("unreadable record at %s (corrupt or from an older version): rerunning", path)
+
+    import torch
+
+    device = resolve_device(cfg.device)
+    if cfg.trainer.threads:
+        torch.set_num_threads(cfg.trainer.threads)
+    config = rec.scrub_secrets(OmegaConf.to_container(cfg, resolve=True))
+    record = {"schema": rec.SCHEMA, "run_id": rid, "status": None, "method": cfg.method.name, "rank": cfg.rank,
+              "model": cfg.model.name, "dataset": cfg.dataset.name, "seed": cfg.seed, "notes": []}
+    from lab.tracking import Tracker
+
+    tracker = Tracker(cfg, rid, config, group=_sweep_group())
+    try:
+        record.update(train_and_evaluate(cfg, device, rid, tracker, record["notes"]))
+        record["status"] = "ok"
+    except ConfigError as err:  # found once the model's structure is known (e.g. a target it lacks)
+        tracker.finish({"status": "invalid-config"})
+        return _config_error(err)
+    except Diverged as err:
+        record.update(status="diverged", error=str(err))
+    except torch.OutOfMemoryError as err:
+        record.update(status="oom", error=f"{type(err).__name__}: {err}")
+    except Exception as err:
+        record.update(status="failed", error=f"{type(err).__name__}: {err}")
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(os.path.join(os.path.dirname(path), "traceback.txt"), "w") as f:
+            f.write(traceback.format_exc())
+        log.error("run %s failed: %s", rid, record["error"])
+    tracker.finish({"status": record["status"], **record.get("metrics", {})})
+    record["timing"] = {**record.get("timing", {}), "wall_seconds": round(time.time() - started, 3)}
+    record["logging"] = tracker.info()
+    record["provenance"] = rec.provenance(device)
+    record["config"] = config
+    rec.write_json_atomic(path, record)
+    print(summary(record, path))
+    return record
+
+
+def resolve_device(requested: str) -> str:
+    import torch
+
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device", requested, "cpu or auto: torch sees no CUDA device here")
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return requested
+
+
+def train_and_evaluate(cfg: DictConfig, device: str, rid: str, tracker, notes: list[str]) -> dict:
+    import datasets
+    import torch
+    from transformers import PrinterCallback, Trainer, set_seed
+    from transformers.utils import logging as hf_logging
+    from transformers.trainer_utils import get_last_checkpoint
+
+    from lab import evaluation, memory, methods, models
+    from lab.data import collator, load_task_data, tokenize
+
+    hf_logging.disable_progress_bar()
+    datasets.disable_progress_bars()
+    cache = os.path.expanduser(cfg.paths.cache)
+    data = load_task_data(cfg.dataset, cache)
+    checkpoint = models.checkpoint_path(cfg.model, cache)
+    tokenizer = models.load_tokenizer(checkpoint, cfg.model)
+    tokenized = tokenize(data, tokenizer, cfg.model.max_length)
+
+    set_seed(cfg.seed)
+    peak = memory.PeakMemory(device)
+    dtype = methods.compute_dtype(cfg, device)
+    num_labels = len(data.label_names) if data.label_names else None
+
+    def load_base(quantization=None):
+        return models.load_model(checkpoint, cfg.model, dtype, quantization, num_labels, device)
+
+    model = load_base(methods.quantization_config(cfg, device, list(cfg.model.head_modules)))
+    model = methods.apply_method(model, cfg, device)
+    params = methods.count_params(model)
+    frozen_before = _frozen_digest(model) if cfg.method.name != "full" else None
+
+    args = training_arguments(cfg, device, rid, tracker.report_to, notes)
+    trainer = Trainer(model=model, args=args, train_dataset=tokenized["train"], eval_dataset=tokenized["validation"],
+                      data_collator=collator(tokenizer, data.task), callbacks=[divergence_guard()])
+    trainer.remove_callback(PrinterCallback)  # the record and the summary carry the numbers
+    resume = get_last_checkpoint(args.output_dir) if os.path.isdir(args.output_dir) else None
+    if resume:
+        notes.append(f"resumed from {resume}")
+    train_output = trainer.train(resume_from_checkpoint=resume)
+    optimizer = trainer.optimizer.optimizer if hasattr(trainer.optimizer, "optimizer") else trainer.optimizer
+
+    metrics = evaluation.evaluate(trainer, tokenized, data, tokenizer, cfg, device)
+    metrics["train_loss"] = train_output.training_loss
+    losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
+    metrics["first_logged_train_loss"] = losses[0] if losses else None
+    metrics["last_logged_train_loss"] = losses[-1] if losses else None
+
+    checks = {"frozen_base_unchanged": None, "merge_max_abs_logit_diff": None}
+    if frozen_before is not None:
+        checks["frozen_base_unchanged"] = _frozen_digest(model) == frozen_before
+        checks["merge_max_abs_logit_diff"] = evaluation.merge_gap(model, load_base, tokenized["test"],
+                                                                  collator(tokenizer, data.task), device)
+    runtime = train_output.metrics["train_runtime"]
+    tokens = int(trainer.state.num_input_tokens_seen)
+    return {
+        "params": params,
+        "metrics": metrics,
+        "memory": {"unit": "bytes", "weights": memory.weight_bytes(model), "peak": peak.read()},
+        "optimizer": {"requested": args.optim, "ran": f"{type(optimizer).__module__}.{type(optimizer).__name__}"},
+        "checks": checks,
+        "timing": {
+            "train_seconds": round(runtime, 3),
+            "train_steps": trainer.state.global_step,
+            "train_samples_per_second": train_output.metrics.get("train_samples_per_second"),
+            "train_tokens": tokens,
+            "train_tokens_per_second": tokens / runtime if runtime else None,
+            "tokens_counted": "non-padding input tokens of the training batches (prompt and response)",
+        },
+        "label_names": data.label_names,
+        "precision": "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32",
+        "compute_dtype": str(dtype).removeprefix("torch."),
+    }
+
+
+def training_arguments(cfg: DictConfig, device: str, rid: str, report_to: list[str], notes: list[str]):
+    import torch
+    from transformers import TrainingArguments
+
+    t = cfg.trainer
+    precision = t.precision
+    if precision == "auto":
+        precision = "bf16" if device == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+    if precision in ("bf16", "fp16") and device == "cpu":
+        notes.append(f"trainer.precision={precision} on the CPU: computing in fp32 (bf16 matmul is several "
+                     "times slower than fp32 on most CPUs)")
+        precision = "fp32"
+    optim = "adamw_torch"
+    if cfg.method.name == "qlora":
+        requested = cfg.method.optimizer
+        if requested == "auto":
+            requested = "paged_adamw_32bit"
+        if requested.startswith("paged_") and device != "cuda":
+            notes.append(f"optimizer {requested} needs CUDA to page; ran adamw_torch on {device}")
+            requested = "adamw_torch"
+        optim = requested
+    eval_steps = t.eval_steps
+    return TrainingArguments(
+        output_dir=os.path.join(cfg.paths.results, rid, "trainer"),
+        max_steps=t.max_steps if t.epochs is None else -1,
+        num_train_epochs=t.epochs or 1,
+        per_device_train_batch_size=t.batch_size,
+        per_device_eval_batch_size=t.eval_batch_size,
+        learning_rate=t.learning_rate,
+        weight_decay=t.weight_decay,
+        warmup_steps=t.warmup_ratio,
+        lr_scheduler_type=t.lr_scheduler,
+        logging_steps=t.logging_steps,
+        logging_nan_inf_filter=False,  # a NaN loss must reach DivergenceGuard, not be averaged away
+        eval_strategy="steps" if eval_steps else "no",
+        eval_steps=eval_steps,
+        save_strategy="steps" if t.save_steps else "no",
+        save_steps=t.save_steps,
+        save_total_limit=1,
+        gradient_checkpointing=t.gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False} if t.gradient_checkpointing else None,
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        use_cpu=device == "cpu",
+        optim=optim,
+        report_to=report_to,
+        run_name=rid,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        include_num_input_tokens_seen="non_padding",
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+    )
+
+
+def _frozen_digest(model) -> str:
+    """A hash over the bytes of every frozen parameter (4-bit packed data included)."""
+    import torch
+
+    digest = hashlib.sha256()
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            digest.update(name.encode())
+            digest.update(param.detach().reshape(-1).contiguous().view(torch.uint8).cpu().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def divergence_guard():
+    # Built on demand: importing transformers at module level would slow every config error.
+    from transformers import TrainerCallback
+
+    class DivergenceGuardCallback(TrainerCallback):
+        """Stops a run whose training loss is NaN or infinite; the run is recorded as `diverged`."""
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            loss = (logs or {}).get("loss")
+            if loss is not None and not math.isfinite(loss):
+                raise Diverged(f"training loss {loss} at step {state.global_step}")
+
+    return DivergenceGuardCallback()
+
+
+def _sweep_group() -> str | None:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        hc = HydraConfig.get()
+        return os.path.basename(os.path.dirname(hc.runtime.output_dir)) if hc.mode == RunMode.MULTIRUN else None
+    except ValueError:
+        return None
+
+
+def _in_multirun() -> bool:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        return HydraConfig.get().mode == RunMode.MULTIRUN
+    except ValueError:
+        return False
+
+
+def _config_error(err: ConfigError) -> None:
+    print(f"error: {err}", file=sys.stderr)
+    if not _in_multirun():
+        sys.exit(2)
+    return None
+
+
+def summary(record: dict, path: str) -> str:
+    p, m, t = record.get("params", {}), record.get("metrics", {}), record.get("timing", {})
+    peak = record.get("memory", {}).get("peak", {})
+    peak_bytes = peak.get("peak_rss_above_baseline", peak.get("peak_allocated_above_baseline"))
+    weights = record.get("memory", {}).get("weights", {})
+    lines = [
+        f"== {record['run_id']}  [{record['status']}]",
+        f"method {record['method']}  rank {record['rank']}  model {record['model']}  dataset {record['dataset']}"
+        f"  seed {record['seed']}",
+    ]
+    if p:
+        lines.append(f"params: trainable {p['trainable']:,} / total {p['total']:,} "
+                     f"({100 * p['trainable'] / p['total']:.3f}%)")
+    if m:
+        lines.append("metrics: " + "  ".join(f"{k} {v:.4f}" for k, v in m.items() if isinstance(v, float)))
+    if weights:
+        lines.append("weights (MB = 1e6 bytes): " + "  ".join(f"{k} {v / 1e6:.3f}" for k, v in weights.items()))
+    if peak_bytes is not None:
+        lines.append(f"peak memory above baseline ({peak.get('device')}): {peak_bytes / 1e6:.1f} MB (1e6 bytes)")
+    checks = record.get("checks") or {}
+    if checks.get("merge_max_abs_logit_diff") is not None:
+        lines.append(f"checks: frozen base unchanged {checks['frozen_base_unchanged']}, merged vs on-the-fly "
+                     f"max |logit diff| {checks['merge_max_abs_logit_diff']:.2e}")
+    if t.get("train_seconds") is not None:
+        lines.append(f"time: train {t['train_seconds']:.1f} s, wall {t['wall_seconds']:.1f} s, "
+                     f"{t['train_tokens_per_second']:.0f} tokens/s (non-padding training tokens)")
+    for note in record.get("notes", []):
+        lines.append(f"note: {note}")
+    if record.get("error"):
+        lines.append(f"error: {record['error']}")
+    lines.append(f"record: {path}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
