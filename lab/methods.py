@@ -74,6 +74,11 @@ def apply_method(model, cfg: DictConfig, device: str):
 
     targets = check_targets(model, cfg)
     if cfg.method.name == "qlora":
+        for module in model.modules():
+            if hasattr(module, "support_avx512bf16_for_cpu"):
+                # bitsandbytes repacks a 4-bit weight in place on its first no-grad CPU forward and then
+                # computes in bf16; keep evaluation in the configured compute dtype and the base untouched.
+                module.support_avx512bf16_for_cpu = False
         model = prepare_model_for_kbit_training(
             model, use_gradient_checkpointing=cfg.trainer.gradient_checkpointing,
             gradient_checkpointing_kwargs={"use_reentrant": False})

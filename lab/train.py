@@ -163,7 +163,7 @@ def train_and_evaluate(cfg: DictConfig, device: str, rid: str, tracker, notes: l
         "params": params,
         "metrics": metrics,
         "memory": {"unit": "bytes", "weights": memory.weight_bytes(model), "peak": peak.read()},
-        "optimizer": {"requested": args.optim, "ran": f"{type(optimizer).__module__}.{type(optimizer).__name__}"},
+        "optimizer": {"requested": choose_optimizer(cfg, device)[0], "trainer_optim": args.optim, "ran": f"{type(optimizer).__module__}.{type(optimizer).__name__}"},
         "checks": checks,
         "timing": {
             "train_seconds": round(runtime, 3),
@@ -191,15 +191,7 @@ def training_arguments(cfg: DictConfig, device: str, rid: str, report_to: list[s
         notes.append(f"trainer.precision={precision} on the CPU: computing in fp32 (bf16 matmul is several "
                      "times slower than fp32 on most CPUs)")
         precision = "fp32"
-    optim = "adamw_torch"
-    if cfg.method.name == "qlora":
-        requested = cfg.method.optimizer
-        if requested == "auto":
-            requested = "paged_adamw_32bit"
-        if requested.startswith("paged_") and device != "cuda":
-            notes.append(f"optimizer {requested} needs CUDA to page; ran adamw_torch on {device}")
-            requested = "adamw_torch"
-        optim = requested
+    optim = choose_optimizer(cfg, device, notes)[1]
     eval_steps = t.eval_steps
     return TrainingArguments(
         output_dir=os.path.join(cfg.paths.results, rid, "trainer"),
@@ -232,6 +224,19 @@ def training_arguments(cfg: DictConfig, device: str, rid: str, report_to: list[s
         disable_tqdm=True,
         dataloader_num_workers=0,
     )
+
+
+def choose_optimizer(cfg: DictConfig, device: str, notes: list[str] | None = None) -> tuple[str, str]:
+    """(requested, used): QLoRA asks for paged AdamW, which pages only on CUDA."""
+    requested = cfg.method.get("optimizer") or "auto"
+    if requested == "auto":
+        requested = "paged_adamw_32bit" if cfg.method.name == "qlora" else "adamw_torch"
+    used = requested
+    if requested.startswith("paged_") and device != "cuda":
+        used = "adamw_torch"
+        if notes is not None:
+            notes.append(f"optimizer {requested} needs CUDA to page; ran {used} on {device}")
+    return requested, used
 
 
 def _frozen_digest(model) -> str:
