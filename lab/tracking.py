@@ -30,6 +30,7 @@ class Tracker:
         self.run = None
         self.error = None
         self.mode = None
+        self.run_path = None
         if cfg.logger.name != "wandb":
             return
         try:
@@ -44,6 +45,7 @@ class Tracker:
                 tags=[cfg.method.name, cfg.model.name, cfg.dataset.name, *cfg.logger.tags],
                 config=config, reinit="finish_previous", settings=wandb.Settings(silent=True),
             )
+            self.run_path = self.run.path
         except Exception as err:  # W&B down, bad key, no network: keep training, note it.
             self.error = f"wandb.init failed: {type(err).__name__}: {err}"
             log.warning(self.error)
@@ -69,5 +71,5 @@ class Tracker:
 
     def info(self) -> dict:
         return {"logger": "wandb" if self.mode else "none", "mode": self.mode,
-                "run_path": getattr(self.run, "path", None) if self.run is not None else None,
+                "run_path": self.run_path,
                 "error": self.error}

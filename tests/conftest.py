@@ -1,0 +1,28 @@
+import os
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+# Short, real runs on the tiny random-init models: enough steps for the loss to fall well below chance.
+TINY_TRAINER = ["trainer.max_steps=150", "trainer.batch_size=32", "trainer.logging_steps=10", "logger=none"]
+
+
+def compose_run(overrides, results=None):
+    """The config `lab-train <overrides>` would run (Hydra compose, no training)."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        extra = [f"paths.results={results}"] if results else []
+        return compose(config_name="train", overrides=[*overrides, *extra])
+
+
+@pytest.fixture
+def compose_cfg():
+    return compose_run

@@ -1,0 +1,46 @@
+"""Every method x model x dataset composes and validates (or fails cleanly on a task mismatch)."""
+
+import itertools
+
+import pytest
+from omegaconf import OmegaConf
+
+from conftest import CONF, compose_run
+from lab.config import ConfigError, validate
+
+METHODS = sorted(p.stem for p in (CONF / "method").glob("*.yaml"))
+MODELS = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))
+DATASETS = sorted(p.stem for p in (CONF / "dataset").glob("*.yaml"))
+
+
+def test_config_groups_are_not_empty():
+    assert {"full", "lora", "qlora"} <= set(METHODS)
+    assert {"tiny-bert", "tiny-llama"} <= set(MODELS)
+    assert {"synthetic-cls", "synthetic-lm"} <= set(DATASETS)
+
+
+@pytest.mark.parametrize("method,model,dataset", list(itertools.product(METHODS, MODELS, DATASETS)))
+def test_every_combination_composes(method, model, dataset):
+    cfg = compose_run([f"method={method}", f"model={model}", f"dataset={dataset}"])
+    model_task = OmegaConf.load(CONF / "model" / f"{model}.yaml").task
+    data_task = OmegaConf.load(CONF / "dataset" / f"{dataset}.yaml").task
+    if model_task != data_task:
+        with pytest.raises(ConfigError, match="dataset"):
+            validate(cfg)
+        return
+    run = validate(cfg)
+    assert run.method.name == method
+    assert (run.rank is None) == (method == "full")
+    if method != "full":
+        assert run.method.alpha == 2 * run.rank  # alpha = 2r unless set
+
+
+def test_default_run_is_lora_rank_8():
+    run = validate(compose_run([]))
+    assert (run.method.name, run.rank) == ("lora", 8)
+
+
+def test_qlora_defaults_are_nf4_double_quant():
+    run = validate(compose_run(["method=qlora"]))
+    assert run.method.quant.type == "nf4" and run.method.quant.double_quant is True
+    assert run.method.quant.compute_dtype == "auto"
