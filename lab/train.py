@@ -38,16 +38,20 @@ CONF_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
 def main(cfg: DictConfig) -> dict | None:
-    return run(cfg)
-
-
-def run(cfg: DictConfig) -> dict | None:
-    started = time.time()
     try:
-        cfg = validate(cfg)
-        check_results_writable(cfg.paths.results)
+        return run(cfg)
     except ConfigError as err:
-        return _config_error(err)
+        print(f"error: {err}", file=sys.stderr)
+        if not _in_multirun():
+            sys.exit(2)
+        return None  # a sweep goes on with its other jobs
+
+
+def run(cfg: DictConfig) -> dict:
+    """Train, evaluate and record one composed config; raises ConfigError for invalid input only."""
+    started = time.time()
+    cfg = validate(cfg)
+    check_results_writable(cfg.paths.results)
 
     rid = rec.run_id(cfg)
     path = rec.record_path(cfg.paths.results, rid)
@@ -72,9 +76,9 @@ def run(cfg: DictConfig) -> dict | None:
     try:
         record.update(train_and_evaluate(cfg, device, rid, tracker, record["notes"]))
         record["status"] = "ok"
-    except ConfigError as err:  # found once the model's structure is known (e.g. a target it lacks)
+    except ConfigError:  # found once the model's structure is known (e.g. a target it lacks)
         tracker.finish({"status": "invalid-config"})
-        return _config_error(err)
+        raise
     except Diverged as err:
         record.update(status="diverged", error=str(err))
     except torch.OutOfMemoryError as err:
@@ -126,6 +130,11 @@ def train_and_evaluate(cfg: DictConfig, device: str, rid: str, tracker, notes: l
     set_seed(cfg.seed)
     peak = memory.PeakMemory(device)
     dtype = methods.compute_dtype(cfg, device)
+    if device == "cpu" and dtype != torch.float32:
+        note = (f"compute dtype {str(dtype).removeprefix('torch.')} on the CPU: expect it to run several times "
+                "slower than float32 on most CPUs (method.quant.compute_dtype=auto picks float32 here)")
+        notes.append(note)
+        log.warning(note)
     num_labels = len(data.label_names) if data.label_names else None
 
     def load_base(quantization=None):
@@ -285,13 +294,6 @@ def _in_multirun() -> bool:
         return HydraConfig.get().mode == RunMode.MULTIRUN
     except ValueError:
         return False
-
-
-def _config_error(err: ConfigError) -> None:
-    print(f"error: {err}", file=sys.stderr)
-    if not _in_multirun():
-        sys.exit(2)
-    return None
 
 
 def summary(record: dict, path: str) -> str:
