@@ -7,6 +7,8 @@ config finds its record and a sweep can skip finished work.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -48,6 +50,25 @@ def record_path(results_dir: str, rid: str) -> str:
     return os.path.join(results_dir, rid, "result.json")
 
 
+@contextlib.contextmanager
+def run_lock(record_file: str):
+    """Yields True while this process holds the run's lock, False if another process holds it.
+
+    An flock dies with its process, so a run killed with -9 never leaves a stale lock behind.
+    """
+    os.makedirs(os.path.dirname(record_file), exist_ok=True)
+    with open(os.path.join(os.path.dirname(record_file), ".lock"), "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def read_record(path: str) -> dict | None:
     """The record at `path`, or None if it is missing or unreadable (a corrupt record is rerun)."""
     try:
@@ -67,6 +88,9 @@ def write_json_atomic(path: str, payload: dict) -> None:
             json.dump(payload, f, indent=2, sort_keys=False, default=str)
             f.flush()
             os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; a record is as readable as any file
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

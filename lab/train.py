@@ -55,13 +55,21 @@ def run(cfg: DictConfig) -> dict:
 
     rid = rec.run_id(cfg)
     path = rec.record_path(cfg.paths.results, rid)
-    existing = rec.read_record(path)
-    if existing and existing["status"] == "ok" and cfg.skip_finished:
-        print(f"[lab] {rid}: finished earlier (ok), skipped; {path}")
-        return existing
-    if existing is None and os.path.exists(path):
-        log.warning("unreadable record at %s (corrupt or from an older version): rerunning", path)
+    # One worker per run id: two launcher workers given the same config never both train it.
+    with rec.run_lock(path) as held:
+        if not held:
+            print(f"[lab] {rid}: being run by another worker, skipped")
+            return {"run_id": rid, "status": "running-elsewhere"}
+        existing = rec.read_record(path)
+        if existing and existing["status"] == "ok" and cfg.skip_finished:
+            print(f"[lab] {rid}: finished earlier (ok), skipped; {path}")
+            return existing
+        if existing is None and os.path.exists(path):
+            log.warning("unreadable record at %s (corrupt or from an older version): rerunning", path)
+        return _run_and_record(cfg, rid, path, started)
 
+
+def _run_and_record(cfg: DictConfig, rid: str, path: str, started: float) -> dict:
     import torch
 
     device = resolve_device(cfg.device)
@@ -73,6 +81,7 @@ def run(cfg: DictConfig) -> dict:
     from lab.tracking import Tracker
 
     tracker = Tracker(cfg, rid, config, group=_sweep_group())
+    failure = None
     try:
         record.update(train_and_evaluate(cfg, device, rid, tracker, record["notes"]))
         record["status"] = "ok"
@@ -81,14 +90,17 @@ def run(cfg: DictConfig) -> dict:
         raise
     except Diverged as err:
         record.update(status="diverged", error=str(err))
-    except torch.OutOfMemoryError as err:
-        record.update(status="oom", error=f"{type(err).__name__}: {err}")
     except Exception as err:
-        record.update(status="failed", error=f"{type(err).__name__}: {err}")
+        record.update(status="oom" if is_out_of_memory(err) else "failed", error=f"{type(err).__name__}: {err}")
+        failure = traceback.format_exc()
+        log.error("run %s %s: %s", rid, record["status"], record["error"])
+    traceback_path = os.path.join(os.path.dirname(path), "traceback.txt")
+    if failure:
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(os.path.join(os.path.dirname(path), "traceback.txt"), "w") as f:
-            f.write(traceback.format_exc())
-        log.error("run %s failed: %s", rid, record["error"])
+        with open(traceback_path, "w") as f:
+            f.write(failure)
+    elif os.path.exists(traceback_path):
+        os.unlink(traceback_path)  # left by an earlier failed attempt of this run
     tracker.finish({"status": record["status"], **record.get("metrics", {})})
     record["timing"] = {**record.get("timing", {}), "wall_seconds": round(time.time() - started, 3)}
     record["logging"] = tracker.info()
@@ -97,6 +109,14 @@ def run(cfg: DictConfig) -> dict:
     rec.write_json_atomic(path, record)
     print(summary(record, path))
     return record
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    """CUDA raises OutOfMemoryError; the CPU allocator raises a RuntimeError that says so."""
+    import torch
+
+    return isinstance(err, (torch.OutOfMemoryError, MemoryError)) or (
+        isinstance(err, RuntimeError) and "can't allocate memory" in str(err))
 
 
 def resolve_device(requested: str) -> str:
