@@ -72,6 +72,9 @@ def apply_method(model, cfg: DictConfig, device: str):
         return model
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
+    if cfg.method.name == "qlora" and not any(type(m).__name__ == "Linear4bit" for m in model.modules()):
+        raise ConfigError("method", "qlora", f"a model with linear layers to quantize ({cfg.model.name} has none "
+                          "left after model.head_modules)")
     targets = check_targets(model, cfg)
     if cfg.method.name == "qlora":
         for module in model.modules():
