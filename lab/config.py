@@ -17,7 +17,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 METHODS = ("full", "lora", "qlora")
 TASKS = ("cls", "lm")
-MODEL_SOURCES = ("tiny", "local", "hub", "gguf")
+MODEL_SOURCES = ("tiny", "local", "package", "hub", "gguf")
 DATASET_SOURCES = ("synthetic", "packaged", "file", "hub")
 QUANT_TYPES = ("nf4", "fp4")
 COMPUTE_DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -25,6 +25,7 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
 LORA_BIAS = ("none", "all", "lora_only")
 LOGGERS = ("wandb", "none")
+SPLITS = ("train", "validation", "test")
 
 
 class ConfigError(ValueError):
@@ -35,9 +36,16 @@ class ConfigError(ValueError):
         super().__init__(f"invalid config: {key}={value!r}; allowed: {allowed}")
 
 
+def default_cache_dir() -> str:
+    """Where converted models and downloads live: $LAB_CACHE, else ~/.cache/lab."""
+    return os.path.expanduser(os.environ.get("LAB_CACHE") or "~/.cache/lab")
+
+
 # Resolvers used by the YAML (e.g. `alpha: ${mul:2,${rank}}`); registered once per process.
 if not OmegaConf.has_resolver("mul"):
     OmegaConf.register_new_resolver("mul", lambda a, b: None if a is None or b is None else a * b)
+if not OmegaConf.has_resolver("lab_cache"):
+    OmegaConf.register_new_resolver("lab_cache", default_cache_dir)
 
 
 @dataclass
@@ -65,6 +73,8 @@ class ModelSchema:
     task: str = "cls"
     source: str = "tiny"
     path: Optional[str] = None
+    # An installed pip package that ships the checkpoint; `path` is then a folder inside it.
+    package: Optional[str] = None
     gguf_file: Optional[str] = None
     architecture: Optional[dict] = None
     config_source: Optional[str] = None
@@ -88,6 +98,10 @@ class DatasetSchema:
     format: Optional[str] = None
     columns: Optional[dict] = None
     hub: Optional[dict] = None
+    # A packaged corpus (source: packaged): movie-sentences, bbc-news, chatterbot-qa.
+    corpus: Optional[str] = None
+    # Causal LM rows: format strings {prompt: ..., response: ...} over the row's fields.
+    template: Optional[dict] = None
     generation_samples: int = 0
 
 
@@ -122,7 +136,7 @@ class LoggerSchema:
 @dataclass
 class PathsSchema:
     results: str = "results"
-    cache: str = "~/.cache/lab"
+    cache: str = "${lab_cache:}"
 
 
 @dataclass
@@ -152,6 +166,10 @@ def _positive_int(key: str, value: Any, minimum: int = 1) -> None:
 
 def validate(cfg: DictConfig) -> DictConfig:
     """Return the run config merged onto the schema, or raise ConfigError."""
+    # Rank first: other keys interpolate it (alpha = 2r), and a bad rank must be reported as itself.
+    method_name = OmegaConf.select(cfg, "method.name")
+    if method_name != "full" and "rank" in cfg:
+        _positive_int("rank", cfg.rank)
     try:
         merged = OmegaConf.merge(OmegaConf.structured(RunSchema), cfg)
         OmegaConf.resolve(merged)
@@ -200,7 +218,13 @@ def validate(cfg: DictConfig) -> DictConfig:
         raise ConfigError("dataset", data.name,
                           f"a dataset for task '{model.task}' (model {model.name} is a '{model.task}' model; "
                           f"{data.name} is '{data.task}')")
-    for split, size in data.sizes.items():
+    for split in data.sizes:
+        _allowed("dataset.sizes", split, SPLITS)
+    for split in SPLITS:
+        size = data.sizes.get(split)
+        # Real data may give the training split whatever validation and test leave over.
+        if split == "train" and data.source != "synthetic" and size in (None, "rest"):
+            continue
         _positive_int(f"dataset.sizes.{split}", size)
 
     _positive_int("trainer.batch_size", trainer.batch_size)
@@ -227,5 +251,5 @@ def check_results_writable(path: str) -> None:
     probe = target
     while not os.path.exists(probe):
         probe = os.path.dirname(probe)
-    if not os.access(probe, os.W_OK):
+    if not os.path.isdir(probe) or not os.access(probe, os.W_OK):
         raise ConfigError("paths.results", path, "a directory this user can write to")

@@ -82,7 +82,9 @@ def synthetic_lm(dcfg: DictConfig) -> TaskData:
 def tokenize(data: TaskData, tokenizer, max_length: int) -> DatasetDict:
     if data.task == "cls":
         def encode(batch):
-            out = tokenizer(batch["text"], truncation=True, max_length=max_length)
+            # Sentence-pair tasks (e.g. MNLI premise/hypothesis) keep the pair apart with the model's separator.
+            pair = batch["text_pair"] if "text_pair" in batch else None
+            out = tokenizer(batch["text"], pair, truncation=True, max_length=max_length)
             out["labels"] = batch["label"]
             return out
     else:

@@ -90,3 +90,18 @@ class PeakMemory:
         if self.note:
             out["note"] = self.note
         return out
+
+
+def ledger_probe():
+    """A Trainer callback measuring the first training step's saved activations and gradients."""
+    from lab.ledger import probe_callback
+
+    return probe_callback()
+
+
+def ledger(trainer, model, cfg=None, device: str = "cpu") -> dict:
+    """The run's measured memory ledger (lab.ledger): additive byte categories beside `weights`, and
+    the measured step with the analytic estimate (lab.accounting) for the same config and shape."""
+    from lab import ledger as measured_ledger
+
+    return measured_ledger.measured(trainer, model, cfg, device)

@@ -28,6 +28,14 @@ def checkpoint_path(mcfg: DictConfig, cache_dir: str) -> str:
         from lab import gguf_convert
 
         return gguf_convert.converted_path(mcfg, cache_dir)
+    if mcfg.source == "package":
+        from lab.fetch import package_dir
+
+        folder = os.path.join(package_dir(mcfg.package, "model.package"), mcfg.path or "")
+        if not os.path.isfile(os.path.join(folder, "config.json")):
+            raise ConfigError("model.path", mcfg.path, f"a folder inside package {mcfg.package} with config.json "
+                              "and weights")
+        return folder
     if mcfg.source == "local":
         if not mcfg.path or not os.path.isdir(os.path.expanduser(mcfg.path)):
             raise ConfigError("model.path", mcfg.path, "an existing local folder with config.json and weights")

@@ -167,7 +167,7 @@ def train_and_evaluate(cfg: DictConfig, device: str, rid: str, tracker, notes: l
 
     args = training_arguments(cfg, device, rid, tracker.report_to, notes)
     trainer = Trainer(model=model, args=args, train_dataset=tokenized["train"], eval_dataset=tokenized["validation"],
-                      data_collator=collator(tokenizer, data.task), callbacks=[divergence_guard()])
+                      data_collator=collator(tokenizer, data.task), callbacks=[divergence_guard(), memory.ledger_probe()])
     trainer.remove_callback(PrinterCallback)  # the record and the summary carry the numbers
     resume = get_last_checkpoint(args.output_dir) if os.path.isdir(args.output_dir) else None
     if resume:
@@ -181,6 +181,8 @@ def train_and_evaluate(cfg: DictConfig, device: str, rid: str, tracker, notes: l
     metrics["first_logged_train_loss"] = losses[0] if losses else None
     metrics["last_logged_train_loss"] = losses[-1] if losses else None
 
+    # Read before the merge check, which builds a second copy of the model that training never holds.
+    peak_memory = peak.read()
     checks = {"frozen_base_unchanged": None, "merge_max_abs_logit_diff": None}
     if frozen_before is not None:
         checks["frozen_base_unchanged"] = _frozen_digest(model) == frozen_before
@@ -191,7 +193,8 @@ def train_and_evaluate(cfg: DictConfig, device: str, rid: str, tracker, notes: l
     return {
         "params": params,
         "metrics": metrics,
-        "memory": {"unit": "bytes", "weights": memory.weight_bytes(model), "peak": peak.read()},
+        "memory": {"unit": "bytes", "weights": memory.weight_bytes(model), "peak": peak_memory,
+                   **memory.ledger(trainer, model, cfg, device)},
         "optimizer": {"requested": choose_optimizer(cfg, device)[0], "trainer_optim": args.optim, "ran": f"{type(optimizer).__module__}.{type(optimizer).__name__}"},
         "checks": checks,
         "timing": {

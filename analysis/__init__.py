@@ -1,0 +1,1 @@
+"""Tables and plots from the suite's run records (see analysis/report.py)."""

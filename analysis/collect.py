@@ -1,0 +1,217 @@
+"""Every run's record in one pandas DataFrame, from the results store and optionally from W&B.
+
+    python -m analysis.collect --results results              # summary of what is there
+    python -m analysis.collect --results results --csv runs.csv
+
+One row per record (any status: ok, failed, oom, diverged), with the record's nested fields
+flattened by `pandas.json_normalize` (`metrics.test_accuracy`, `memory.weights.frozen_float32`,
+`config.trainer.max_steps`, ...) and a few derived columns (`targets`, `peak_memory_bytes`, ...).
+Run folders that hold no readable record are not rows: they come back as `problems`, each with
+its path and what is wrong (partial: killed or still running; corrupt; not a record).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from lab.record import STATUSES
+
+# Keys that identify a run's setting besides method, rank and seed. A table cell averages over
+# seeds only, so any of these that differs inside one (model, dataset, method, rank) cell splits
+# the cell (see `split_keys`). Method-specific keys do not apply to full fine-tuning.
+SHARED_SETTING_KEYS = [
+    "config.trainer.max_steps", "config.trainer.epochs", "config.trainer.batch_size",
+    "config.trainer.weight_decay", "config.trainer.warmup_ratio", "config.trainer.lr_scheduler",
+    "config.trainer.gradient_checkpointing", "config.trainer.precision", "config.model.max_length",
+    "config.dataset.sizes.train", "config.dataset.sizes.validation", "config.dataset.sizes.test",
+    "config.dataset.data_seed", "provenance.device",
+]
+METHOD_SETTING_KEYS = [
+    "targets", "config.method.learning_rate", "config.method.alpha", "config.method.dropout",
+    "config.method.bias", "config.method.optimizer", "config.method.quant.type",
+    "config.method.quant.double_quant", "config.method.quant.compute_dtype",
+]
+CELL = ["model", "dataset", "method", "rank"]
+
+
+@dataclass
+class Collection:
+    runs: pd.DataFrame
+    problems: list[dict] = field(default_factory=list)
+
+    def ok(self) -> pd.DataFrame:
+        return self.runs[self.runs["status"] == "ok"] if len(self.runs) else self.runs
+
+    def not_ok(self) -> pd.DataFrame:
+        return self.runs[self.runs["status"] != "ok"] if len(self.runs) else self.runs
+
+
+def read_results(results_dir: str) -> tuple[list[dict], list[dict]]:
+    """(records, problems) of the run folders under `results_dir`."""
+    records, problems = [], []
+    if not os.path.isdir(results_dir):
+        return records, [{"path": results_dir, "problem": "missing: no such results folder"}]
+    for name in sorted(os.listdir(results_dir)):
+        folder = os.path.join(results_dir, name)
+        if not os.path.isdir(folder) or name.startswith("."):
+            continue
+        path = os.path.join(folder, "result.json")
+        if not os.path.exists(path):
+            problems.append({"path": folder, "problem": "partial: no result.json (killed, crashed hard, or still running)"})
+            continue
+        try:
+            with open(path) as f:
+                record = json.load(f)
+        except (OSError, ValueError) as err:
+            problems.append({"path": path, "problem": f"corrupt: {type(err).__name__}: {err}"})
+            continue
+        if not isinstance(record, dict) or record.get("status") not in STATUSES or not record.get("run_id"):
+            status = record.get("status") if isinstance(record, dict) else type(record).__name__
+            problems.append({"path": path, "problem": f"not a run record (status {status!r})"})
+            continue
+        record["source"], record["path"] = "results", path
+        records.append(record)
+    return records, problems
+
+
+def read_wandb(project: str, entity: str | None = None, api=None) -> tuple[list[dict], list[dict]]:
+    """(records, problems) from a W&B project: the runs' config and summary (status, metrics).
+
+    W&B keeps what the tracker logged, not the whole local record: no parameter counts, memory or
+    timing. Each row's run id is `wandb:<entity/project/id>`.
+    """
+    if api is None:
+        import wandb
+
+        api = wandb.Api()
+    records, problems = [], []
+    path = f"{entity}/{project}" if entity else project
+    for run in api.runs(path):
+        config, summary = dict(run.config or {}), dict(run.summary or {})
+        method = config.get("method") or {}
+        status = summary.get("status")
+        if status not in STATUSES or not isinstance(method, dict):
+            problems.append({"path": f"wandb:{'/'.join(run.path)}", "problem": f"no finished lab record (status {status!r})"})
+            continue
+        records.append({
+            "run_id": f"wandb:{'/'.join(run.path)}", "status": status, "method": method.get("name"),
+            "rank": config.get("rank"), "model": (config.get("model") or {}).get("name"),
+            "dataset": (config.get("dataset") or {}).get("name"), "seed": config.get("seed"),
+            "metrics": {k: v for k, v in summary.items() if k != "status" and isinstance(v, (int, float))},
+            "config": config, "source": "wandb", "path": run.url, "wandb_path": "/".join(run.path),
+        })
+    return records, problems
+
+
+def to_frame(records: list[dict]) -> pd.DataFrame:
+    if not records:
+        return pd.DataFrame(columns=["run_id", "status", *CELL, "seed", "source", "path"])
+    df = pd.json_normalize(records, sep=".")
+    for column in ("rank", "seed"):
+        df[column] = pd.to_numeric(df[column], errors="coerce").astype("Int64")
+    df["targets"] = [_targets(r) for r in records]
+    # CUDA reports allocated bytes above the baseline, the CPU the resident set above it.
+    peak = pd.Series(float("nan"), index=df.index)
+    for key in ("memory.peak.peak_allocated_above_baseline", "memory.peak.peak_rss_above_baseline"):
+        if key in df:
+            peak = peak.fillna(df[key])
+    df["peak_memory_bytes"] = peak
+    if "params.trainable" in df:
+        df["trainable_fraction"] = df["params.trainable"] / df["params.total"]
+    return df
+
+
+def _targets(record: dict) -> str | None:
+    """The LoRA target set as a name (`qv`) or `+`-joined module list; None for full fine-tuning."""
+    if record.get("method") == "full":
+        return None
+    targets = ((record.get("config") or {}).get("method") or {}).get("targets")
+    if isinstance(targets, list):
+        return "+".join(targets)
+    return targets
+
+
+def target_modules(row: pd.Series) -> list[str] | None:
+    """The module names a run's targets resolve to, from its own model config."""
+    targets = row.get("config.method.targets")
+    if row.get("method") == "full" or targets is None or (isinstance(targets, float) and pd.isna(targets)):
+        return None
+    if isinstance(targets, str):
+        named = row.get(f"config.model.target_sets.{targets}")
+        return list(named) if isinstance(named, list) else None
+    return list(targets)
+
+
+def collect(results_dir: str | None = "results", wandb_project: str | None = None,
+            wandb_entity: str | None = None, wandb_api=None) -> Collection:
+    records, problems = read_results(results_dir) if results_dir else ([], [])
+    if wandb_project:
+        remote, remote_problems = read_wandb(wandb_project, wandb_entity, wandb_api)
+        # A run logged online also has its local record, which is the more complete of the two.
+        local_paths = {((r.get("logging") or {}).get("run_path") or "") for r in records}
+        local_paths = {"/".join(p) if isinstance(p, list) else p for p in local_paths}
+        records += [r for r in remote if r["wandb_path"] not in local_paths]
+        problems += remote_problems
+    return Collection(to_frame(records), problems)
+
+
+def split_keys(df: pd.DataFrame) -> list[str]:
+    """Setting keys that take more than one value inside some (model, dataset, method, rank) cell:
+    they must be part of the cell, or the cell would average different settings together."""
+    keys = []
+    for key in SHARED_SETTING_KEYS + METHOD_SETTING_KEYS:
+        if key in df and len(df):
+            values = df[key].map(_hashable)
+            if values.groupby([df[c].astype(str) for c in CELL]).nunique(dropna=False).max() > 1:
+                keys.append(key)
+    return keys
+
+
+def _hashable(value):
+    if isinstance(value, list):
+        return tuple(value)
+    return "None" if value is None or (isinstance(value, float) and pd.isna(value)) else value
+
+
+def filter_rows(df: pd.DataFrame, where: list[str]) -> pd.DataFrame:
+    """Rows whose column equals the value, for each `column=value` (compared as text)."""
+    for condition in where:
+        key, _, value = condition.partition("=")
+        if key not in df:
+            raise SystemExit(f"--where {condition}: no column {key!r}")
+        df = df[df[key].astype(str) == value]
+    return df
+
+
+def describe(collection: Collection) -> str:
+    df = collection.runs
+    lines = [f"{len(df)} records" + (": " + ", ".join(f"{n} {s}" for s, n in df["status"].value_counts().items())
+                                      if len(df) else "")]
+    for _, row in collection.not_ok().iterrows():
+        lines.append(f"  {row['status']}: {row['run_id']}: {row.get('error')}")
+    if collection.problems:
+        lines.append(f"{len(collection.problems)} run folders without a usable record:")
+        lines += [f"  {p['problem']}: {p['path']}" for p in collection.problems]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--results", default="results", help="the results store (paths.results)")
+    parser.add_argument("--wandb-project", help="also read this W&B project (needs W&B online)")
+    parser.add_argument("--wandb-entity")
+    parser.add_argument("--csv", help="write the collected rows here")
+    args = parser.parse_args(argv)
+    collection = collect(args.results, args.wandb_project, args.wandb_entity)
+    print(describe(collection))
+    if args.csv:
+        collection.runs.to_csv(args.csv, index=False)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,156 @@
+"""Sweeps: every sweep file composes into valid jobs; real sweeps survive failing jobs and kill -9."""
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from hydra_plugins.lab_sweeps.grouped_sweeper import expand
+from lab.config import validate
+from sweep_helpers import TINY_OK, finish, lab_multirun, records, summary, tiny_sweep
+
+ROOT = Path(__file__).resolve().parents[1]
+SWEEPS = sorted(p.stem for p in (ROOT / "sweeps" / "sweep").glob("*.yaml"))
+# Jobs per sweep: the grids the sweep files promise.
+EXPECTED_JOBS = {"quick": 14, "rank_vs_accuracy": 57, "smoke": 4, "method_comparison": 9, "model_size": 27,
+                 "lora_glue": 40, "lora_rank_targets": 48, "qlora_llama2_7b": 5}
+
+
+def sweep_jobs(name):
+    """(base config, each job's overrides) of `lab-train -m +sweep=<name>`, without running anything."""
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        base = compose("train", overrides=[f"+sweep={name}"], return_hydra_config=True)
+    return base, expand(base.hydra.sweeper.params, base.hydra.sweeper.groups, [])
+
+
+def job_cells(jobs):
+    """(method, rank or 0, seed) of each job, read from its overrides."""
+    cells = []
+    for job in jobs:
+        values = dict(o.split("=", 1) for o in job)
+        cells.append((values["method"], int(values.get("rank", 0)), int(values["seed"])))
+    return sorted(cells)
+
+
+def test_every_sweep_file_is_listed():
+    assert set(SWEEPS) == set(EXPECTED_JOBS)
+
+
+@pytest.mark.parametrize("name", SWEEPS)
+def test_sweep_composes_into_valid_distinct_jobs(name):
+    _, jobs = sweep_jobs(name)
+    assert len(jobs) == EXPECTED_JOBS[name]
+    assert len({frozenset(j) for j in jobs}) == len(jobs)
+    # Composing is slow (~0.3 s a job): validate one job per shape, i.e. per everything but seed and rank.
+    shapes = {}
+    for job in jobs:
+        shapes.setdefault(tuple(o for o in job if not o.startswith(("seed=", "rank="))), job)
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        for job in shapes.values():
+            cfg = validate(compose("train", overrides=[f"+sweep={name}", *job]))  # raises on an invalid job
+            assert cfg.sweep.name == name
+            assert (cfg.rank is None) == (cfg.method.name == "full"), job
+
+
+def test_quick_is_full_once_per_seed_plus_lora_and_qlora_ranks():
+    base, jobs = sweep_jobs("quick")
+    expected = sorted([("full", 0, s) for s in (0, 1)] + [("lora", r, s) for r in (1, 4, 16, 64) for s in (0, 1)]
+                      + [("qlora", r, s) for r in (4, 16) for s in (0, 1)])
+    assert job_cells(jobs) == expected
+    assert (base.model.name, base.dataset.name) == ("minilm-l6", "movie-sentences")
+
+
+def test_rank_vs_accuracy_has_full_reference_and_nine_ranks():
+    _, jobs = sweep_jobs("rank_vs_accuracy")
+    cells = job_cells(jobs)
+    assert [seed for method, _, seed in cells if method == "full"] == [0, 1, 2]
+    for method in ("lora", "qlora"):
+        assert {rank for m, rank, _ in cells if m == method} == {1, 2, 4, 8, 16, 32, 64, 128, 256}
+
+
+def test_command_line_overrides_reach_every_group():
+    jobs = expand({"seed": "0,1"}, [{"method": "full"}, {"method": "lora", "rank": "1,4"}], ["seed=5", "model=x"])
+    assert jobs == [["seed=5", "method=full", "model=x"], ["seed=5", "method=lora", "rank=1", "model=x"],
+                    ["seed=5", "method=lora", "rank=4", "model=x"]]
+
+
+def test_a_job_in_two_groups_runs_once():
+    jobs = expand({}, [{"method": "lora", "rank": "4,8"}, {"method": "lora", "rank": "8,16"}], [])
+    assert [j[-1] for j in jobs] == ["rank=4", "rank=8", "rank=16"]
+
+
+@pytest.mark.parametrize("launcher,target", [
+    ("parallel", "JoblibLauncher"), ("slurm", "SlurmLauncher"), ("local_submitit", "LocalLauncher")])
+def test_launcher_configs_extend_the_plugins(launcher, target):
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=[f"hydra/launcher={launcher}"], return_hydra_config=True)
+    assert cfg.hydra.launcher._target_.endswith(target)
+    if launcher == "slurm":
+        assert cfg.hydra.launcher.gpus_per_task == 1 and cfg.hydra.launcher.partition is None
+
+
+def test_sweep_with_failing_jobs_records_them_and_goes_on(tmp_path_factory):
+    sweep = tiny_sweep(tmp_path_factory)
+    found = records(sweep["results"])
+    statuses = sorted(r["status"] for r in found.values())
+    assert statuses == ["diverged", "failed"] + ["ok"] * TINY_OK
+    diverged = next(r for r in found.values() if r["status"] == "diverged")
+    assert "nan" in diverged["error"].lower()
+    failed = next(r for r in found.values() if r["status"] == "failed")
+    assert "no-such-schedule" in failed["error"]
+    counts = summary(sweep["sweep_dir"])["counts"]
+    assert counts == {"ok": TINY_OK, "diverged": 1, "failed": 1, "invalid-config": 1}
+    assert "rank=0" in sweep["output"] and "invalid-config" in sweep["output"]
+
+
+def test_rerun_skips_ok_runs_and_retries_failed_ones(tmp_path_factory, tmp_path):
+    """A failed record is retried and an ok one skipped (here only the failing jobs, to stay fast)."""
+    sweep = tiny_sweep(tmp_path_factory)
+    before = records(sweep["results"])
+    ok_id = next(k for k, r in before.items() if r["status"] == "ok" and r["method"] == "lora" and r["seed"] == 0
+                 and r["rank"] == 2)
+    failed_id = next(k for k, r in before.items() if r["status"] == "failed")
+    groups = 'hydra.sweeper.groups=[{method:lora,rank:2},{method:lora,rank:2,trainer.lr_scheduler:no-such-schedule}]'
+    output = finish(lab_multirun(tmp_path, sweep["results"], tmp_path / "rerun", "seed=0", groups))
+    assert f"{ok_id}: finished earlier (ok), skipped" in output
+    after = records(sweep["results"])
+    assert after[ok_id] == before[ok_id]
+    assert f"== {failed_id}  [failed]" in output  # trained again, and failed again
+    assert after[failed_id]["status"] == "failed"
+
+
+def test_killed_sweep_finishes_on_rerun_with_each_run_once(tmp_path):
+    results, sweep_dir = tmp_path / "results", tmp_path / "multirun"
+    process = lab_multirun(tmp_path, results, sweep_dir, start_new_session=True)
+    deadline = time.time() + 300
+    while len(list(results.glob("*/result.json"))) < 2:
+        assert process.poll() is None, process.stdout.read()[-4000:]
+        assert time.time() < deadline, "no two records within 5 minutes"
+        time.sleep(0.2)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    done_before = {k: (results / k / "result.json").read_bytes() for k in records(results)}
+    assert 2 <= len(done_before) < 4, "the kill came after the sweep had finished: nothing to resume"
+
+    output = finish(lab_multirun(tmp_path, results, sweep_dir))
+    after = records(results)
+    assert len(after) == 4 and all(r["status"] == "ok" for r in after.values())
+    assert sorted(p.parent.name for p in results.glob("*/result.json")) == sorted(after)
+    for run_id, data in done_before.items():  # finished before the kill: kept, not retrained
+        assert (results / run_id / "result.json").read_bytes() == data
+        assert f"{run_id}: finished earlier (ok), skipped" in output
+    assert output.count("finished earlier (ok), skipped") == len(done_before)
+    assert summary(sweep_dir)["counts"] == {"ok": 4}
+
+
+def test_local_submitit_runs_each_job_in_its_own_process(tmp_path):
+    results, sweep_dir = tmp_path / "results", tmp_path / "multirun"
+    groups = "hydra.sweeper.groups=[{method:lora,rank:2},{method:lora,rank:0}]"
+    finish(lab_multirun(tmp_path, results, sweep_dir, groups, "hydra/launcher=local_submitit",
+                        "hydra.sweeper.max_batch_size=1"))
+    assert [r["status"] for r in records(results).values()] == ["ok"]
+    assert summary(sweep_dir)["counts"] == {"ok": 1, "invalid-config": 1}
+    assert list((sweep_dir / ".submitit").iterdir())  # submitit's per-job folders: the jobs ran through it
