@@ -622,6 +622,33 @@ def timeline(events: dict, process_s: float) -> list[dict]:
     return jobs
 
 
+# Imports the suite's stack and exits; with "freeze", the objects alive at exit are moved out of the
+# garbage collector's reach first, to tell how much of the exit is the collector's final passes.
+TEARDOWN_PROBE = r"""
+import atexit, gc, sys, time
+import lab.train
+from transformers import Trainer
+import peft, bitsandbytes, datasets
+if sys.argv[1] == "freeze":
+    atexit.register(gc.freeze)
+atexit.register(lambda: print(f"BENCH exit {time.time():.6f}", file=sys.stderr, flush=True))
+print(f"BENCH objects {len(gc.get_objects())}", file=sys.stderr, flush=True)
+"""
+
+
+def teardown_probe(workdir: str) -> dict:
+    out = {}
+    for variant in ("plain", "freeze"):
+        started = time.time()
+        proc = subprocess.run([sys.executable, "-c", TEARDOWN_PROBE, variant], cwd=workdir, capture_output=True,
+                              text=True, timeout=600)
+        ended = time.time()
+        stamps = dict(line.split()[1:] for line in proc.stderr.splitlines() if line.startswith("BENCH "))
+        out[variant] = {"process_s": ended - started, "after_exit_handlers_s": ended - float(stamps["exit"]),
+                        "gc_objects": int(stamps["objects"])}
+    return out
+
+
 def measure_startup(jobs: int, workdir: str, log) -> dict:
     base = ["model=tiny-llama", "dataset=synthetic-lm", "method=lora", "logger=none", "trainer.max_steps=5",
             "skip_finished=false"]
@@ -638,7 +665,10 @@ def measure_startup(jobs: int, workdir: str, log) -> dict:
                        f"hydra.sweep.dir={os.path.join(workdir, 'hydra', 'multi')}"], workdir)
     multi["jobs"] = timeline(multi["events_s"], multi["process_s"])
     log(f"  multirun of {jobs}: {multi['process_s']:.1f} s")
-    return {"jobs": jobs, "overrides": base, "separate": separate, "multirun": multi}
+    teardown = teardown_probe(workdir)
+    log(f"  exit after imports: {teardown['plain']['after_exit_handlers_s']:.2f} s, "
+        f"{teardown['freeze']['after_exit_handlers_s']:.2f} s with gc.freeze()")
+    return {"jobs": jobs, "overrides": base, "separate": separate, "multirun": multi, "teardown": teardown}
 
 
 # ---- report -------------------------------------------------------------------------------------
@@ -717,14 +747,14 @@ def render(report: dict) -> str:
                   "(trainable linear 6·in·out·t, frozen 4·in·out·t, attention 12·seq·d_attn per token and "
                   f"layer); MFU against the {peak_name} matmul peak. Peak memory: above the pre-load baseline "
                   "(MB = 1e6 bytes).", "",
-                  "| shape | method | params trainable / total | s/step | tokens/s | GFLOP/step | GFLOP/s | MFU | peak memory MB | optimizer |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
+                  "| shape | method | batch×seq | params trainable / total | s/step | tokens/s | GFLOP/step | GFLOP/s | MFU | peak memory MB | optimizer |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
         for m in methods:
             c, f, s = m["case"], m["flops_per_step"], m["suite_step_s"]
             rate = f["total"] / s["median"]
             mem = mem_bytes(m["memory"])
             mfu = f"{100 * rate / peak_rate:.0f}%" if peak_rate else "–"
-            lines.append(f"| {c['name']} | {c['method']} | {millions(m['params']['trainable'])} / "
+            lines.append(f"| {c['name']} | {c['method']} | {c['batch']}×{c['seq']} | {millions(m['params']['trainable'])} / "
                          f"{millions(m['params']['total'])} | {fmt_range(s)} | {m['tokens_per_step'] / s['median']:.0f} "
                          f"| {gflops(f['total'])} | {gflops(rate)} | {mfu} | {mb(mem)} | {m['optimizer']} |")
         lines += ["", "Ratios of step time (the suite's path, medians):", "",
@@ -799,6 +829,13 @@ def render(report: dict) -> str:
         lines += ["", f"{jobs} separate processes: {sep_total:.1f} s; `lab-train -m` with the same {jobs} jobs in one "
                   f"process: {multi['process_s']:.1f} s, i.e. {(sep_total - multi['process_s']) / jobs:.1f} s per job "
                   f"less ({100 * (1 - multi['process_s'] / sep_total):.0f}%).", ""]
+        t = startup.get("teardown")
+        if t:
+            lines += [f"Teardown: a process that only imports the suite's stack ({t['plain']['gc_objects']:,} objects "
+                      f"tracked by the garbage collector) takes {t['plain']['after_exit_handlers_s']:.2f} s to exit "
+                      f"after its exit handlers; {t['freeze']['after_exit_handlers_s']:.2f} s when an exit handler "
+                      "calls `gc.freeze()` first, so most of the teardown is the collector's final passes over "
+                      "those objects.", ""]
     for note in report.get("notes", []):
         lines.append(f"- note: {note}")
     return "\n".join(lines) + "\n"

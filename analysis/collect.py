@@ -44,9 +44,6 @@ class Collection:
     runs: pd.DataFrame
     problems: list[dict] = field(default_factory=list)
 
-    def ok(self) -> pd.DataFrame:
-        return self.runs[self.runs["status"] == "ok"] if len(self.runs) else self.runs
-
     def not_ok(self) -> pd.DataFrame:
         return self.runs[self.runs["status"] != "ok"] if len(self.runs) else self.runs
 
@@ -166,13 +163,13 @@ def split_keys(df: pd.DataFrame) -> list[str]:
     keys = []
     for key in SHARED_SETTING_KEYS + METHOD_SETTING_KEYS:
         if key in df and len(df):
-            values = df[key].map(_hashable)
+            values = df[key].map(hashable)
             if values.groupby([df[c].astype(str) for c in CELL]).nunique(dropna=False).max() > 1:
                 keys.append(key)
     return keys
 
 
-def _hashable(value):
+def hashable(value):
     if isinstance(value, list):
         return tuple(value)
     return "None" if value is None or (isinstance(value, float) and pd.isna(value)) else value

@@ -98,7 +98,8 @@ def render(rows: list[dict]) -> str:
         peak_text = "n/a" if peak_value is None else f"{peak_value:,}"
         lines.append(f"| {r['model']} | {method} | {'on' if r['checkpointing'] else 'off'} | {shape} "
                      f"| {wm:,} / {we:,} ({_error(r['weights+gradients+optimizer error'])}) "
-                     f"| {am:,} / {ae:,} ({_error(r['activations error'])}) | {peak_text} ({peak.get('device', '?')}) |")
+                     f"| {am:,} / {ae:,} ({_error(r['activations error'])}) "
+                     f"| {peak_text} ({peak.get('device', '?')}) |")
     return "\n".join(lines)
 
 

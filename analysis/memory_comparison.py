@@ -25,7 +25,7 @@ import pandas as pd
 import yaml
 
 from analysis import tables
-from analysis.collect import _hashable, collect, filter_rows, split_keys
+from analysis.collect import hashable, collect, filter_rows, split_keys
 
 REFERENCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "reference", "seed_tables.yaml")
 METHOD_NAMES = {"full": "Full Fine-Tuning", "lora": "LoRA", "qlora": "QLoRA"}
@@ -41,7 +41,7 @@ def byte_categories(df: pd.DataFrame) -> list[str]:
 
 def _settings(ok: pd.DataFrame) -> tuple[list[str], list[str]]:
     keys = ["model", "dataset"] + split_keys(ok)
-    shown = [k for k in keys if ok[k].map(_hashable).nunique() > 1]
+    shown = [k for k in keys if ok[k].map(hashable).nunique() > 1]
     return keys, shown
 
 
@@ -51,20 +51,15 @@ def aggregate(df: pd.DataFrame, metric: str) -> tuple[pd.DataFrame, list[str], l
     if not len(ok):
         return pd.DataFrame(), [], []
     keys, shown = _settings(ok)
-    ok = ok.assign(**{k: ok[k].map(_hashable) for k in keys}, rank=ok["rank"].astype("float"))
-    metric_column = f"metrics.{metric}"
-    numbers = {"params.trainable": "mean", "params.total": "mean", "peak_memory_bytes": "mean",
-               "timing.train_tokens_per_second": "mean", **{c: "mean" for c in byte_categories(ok)}}
-    numbers = {c: how for c, how in numbers.items() if c in ok}
-    group = ok.groupby(keys + ["method", "rank"], dropna=False, sort=False)
-    out = group.agg(numbers)
-    out["n"] = group.size()
-    out["peak_device"] = group["memory.peak.device"].first() if "memory.peak.device" in ok else None
-    if metric_column in ok:
-        values = tables.scaled(ok[metric_column], metric)
-        out["metric_mean"] = values.groupby([ok[k] for k in keys + ["method", "rank"]], dropna=False).mean()
-        out["metric_std"] = values.groupby([ok[k] for k in keys + ["method", "rank"]], dropna=False).std()
-        out["metric_n"] = values.groupby([ok[k] for k in keys + ["method", "rank"]], dropna=False).count()
+    column = f"metrics.{metric}"
+    ok = ok.assign(**{k: ok[k].map(hashable) for k in keys}, rank=ok["rank"].astype("float"),
+                   metric=tables.scaled(ok[column], metric) if column in ok else float("nan"),
+                   peak_device=ok["memory.peak.device"] if "memory.peak.device" in ok else None)
+    means = ["params.trainable", "params.total", "peak_memory_bytes", "timing.train_tokens_per_second",
+             *byte_categories(ok)]
+    out = ok.groupby(keys + ["method", "rank"], dropna=False, sort=False).agg(
+        **{c: (c, "mean") for c in means if c in ok}, n=("run_id", "size"), peak_device=("peak_device", "first"),
+        metric_mean=("metric", "mean"), metric_std=("metric", "std"), metric_n=("metric", "count"))
     out = out.reset_index()
     out["_order"] = out["method"].map(METHOD_ORDER).fillna(9)
     out = out.sort_values(keys + ["_order", "rank"]).drop(columns="_order").reset_index(drop=True)
@@ -187,7 +182,7 @@ def summary_table(agg: pd.DataFrame, keys: list[str], shown: list[str], metric: 
     ranks = summary_ranks(agg, rank)
     chosen = agg[(agg["method"] == "full") | (agg["rank"] == agg["method"].map(ranks))]
     rows = []
-    for setting, group in chosen.groupby(keys, dropna=False, sort=False):
+    for _, group in chosen.groupby(keys, dropna=False, sort=False):
         full = group[group["method"] == "full"]
         full_peak = full["peak_memory_bytes"].iloc[0] if len(full) else float("nan")
         for _, row in group.iterrows():

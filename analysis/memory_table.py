@@ -179,9 +179,9 @@ def summary(results: dict) -> list[str]:
         peak = est["peak_estimate"]
         trainable = f"{est['params']['trainable']:,}" + (" (rank 8, q_proj + v_proj)" if method != "full" else "")
         claim = seed[method]
-        lines.append(f"| {method} | {updates[method]} | {claim['updates_all_weights']} | {gb(peak)}; {peak / full_peak:.1%} "
-                     f"| {claim['memory']} | {trainable} | {claim['trainable_7b']} | {smallest_device(peak)} "
-                     f"| {claim['suitable_for']} |")
+        lines.append(f"| {method} | {updates[method]} | {claim['updates_all_weights']} | {gb(peak)}; "
+                     f"{peak / full_peak:.1%} | {claim['memory']} | {trainable} | {claim['trainable_7b']} "
+                     f"| {smallest_device(peak)} | {claim['suitable_for']} |")
     return lines
 
 
@@ -195,9 +195,9 @@ def four_bit_storage() -> list[str]:
             n = out_f * in_f
             measured = (real["packed"] + real["constants"]) / n
             model = (assumed["packed"] + assumed["constants"]) / n
+            same = (real["packed"], real["constants"]) == (assumed["packed"], assumed["constants"])
             lines.append(f"| {out_f} x {in_f} | {'yes' if double else 'no'} | {real['packed']:,} | "
-                         f"{real['constants']:,} | {measured:.6f} | {model:.6f}"
-                         f"{' (equal)' if real['packed'] == assumed['packed'] and real['constants'] == assumed['constants'] else ' (DIFFERENT)'}"
+                         f"{real['constants']:,} | {measured:.6f} | {model:.6f} ({'equal' if same else 'DIFFERENT'})"
                          f" | {8 * measured:.4f} |")
     lines += ["", "Per parameter: 4 bits of packed code + one absmax per 64 weights (uint8 with double quantization, "
               "itself quantized per 256 with an fp32 absmax; fp32 without) + per matrix a 16-entry fp32 codebook "

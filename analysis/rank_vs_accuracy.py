@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from analysis import tables
-from analysis.collect import METHOD_SETTING_KEYS, _hashable, collect, filter_rows, split_keys
+from analysis.collect import METHOD_SETTING_KEYS, hashable, collect, filter_rows, split_keys
 
 FULL_ROW = "full FT"
 
@@ -51,7 +51,7 @@ def build(df: pd.DataFrame, metric: str = "test_accuracy", digits: int = 2) -> R
     specific = [k for k in split if k in METHOD_SETTING_KEYS]
     shared = ["model", "dataset"] + [k for k in split if k not in METHOD_SETTING_KEYS]
     ok = ok.assign(value=tables.scaled(ok[column], metric),
-                   **{k: ok[k].map(_hashable) for k in shared + specific})
+                   **{k: ok[k].map(hashable) for k in shared + specific})
     adapters, full = ok[ok["method"] != "full"], ok[ok["method"] == "full"]
     long = pd.concat([tables.summarize(adapters, shared + specific + ["method", "rank"], "value"),
                       tables.summarize(full, shared + specific + ["method"], "value")], ignore_index=True)

@@ -17,19 +17,17 @@ import argparse
 import json
 import os
 
-import pandas as pd
 
 from analysis import memory_comparison, published, rank_vs_accuracy, tables
 from analysis.collect import Collection, collect, describe, filter_rows
-
-SWEEP_SUMMARY = "sweep_summary.json"
+from hydra_plugins.lab_sweeps.grouped_sweeper import SUMMARY_FILE
 
 
 def read_sweep(path: str) -> dict:
     if os.path.isdir(path):
-        path = os.path.join(path, SWEEP_SUMMARY)
+        path = os.path.join(path, SUMMARY_FILE)
     if not os.path.exists(path):
-        raise SystemExit(f"--sweep: no {SWEEP_SUMMARY} at {path} (it is written when a sweep's jobs have run)")
+        raise SystemExit(f"--sweep: no {SUMMARY_FILE} at {path} (it is written when a sweep's jobs have run)")
     with open(path) as f:
         return json.load(f)
 

@@ -170,7 +170,8 @@ def quantize_on_meta(model, cfg: DictConfig, dtype: torch.dtype) -> dict[int, in
         if isinstance(module, bnb.nn.Linear4bit):
             numel = module.in_features * module.out_features
             packed = torch.empty(((numel + 1) // 2, 1), dtype=torch.uint8, device="meta")
-            module.weight = bnb.nn.Params4bit(packed, requires_grad=False, compress_statistics=qconfig.bnb_4bit_use_double_quant,
+            module.weight = bnb.nn.Params4bit(packed, requires_grad=False,
+                                              compress_statistics=qconfig.bnb_4bit_use_double_quant,
                                               quant_type=qconfig.bnb_4bit_quant_type, quant_storage=torch.uint8,
                                               module=module, bnb_quantized=True)
             logical[id(module.weight)] = numel

@@ -167,7 +167,8 @@ def train_and_evaluate(cfg: DictConfig, device: str, rid: str, tracker, notes: l
 
     args = training_arguments(cfg, device, rid, tracker.report_to, notes)
     trainer = Trainer(model=model, args=args, train_dataset=tokenized["train"], eval_dataset=tokenized["validation"],
-                      data_collator=collator(tokenizer, data.task), callbacks=[divergence_guard(), memory.ledger_probe()])
+                      data_collator=collator(tokenizer, data.task),
+                      callbacks=[divergence_guard(), memory.ledger_probe()])
     trainer.remove_callback(PrinterCallback)  # the record and the summary carry the numbers
     resume = get_last_checkpoint(args.output_dir) if os.path.isdir(args.output_dir) else None
     if resume:

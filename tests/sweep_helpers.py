@@ -21,6 +21,8 @@ TINY_GROUPS = ('hydra.sweeper.groups=[{method:full},{method:lora,rank:"2,8"},{me
                '{method:lora,rank:2,trainer.lr_scheduler:no-such-schedule,seed:0},'
                '{method:lora,rank:0,seed:0}]')
 TINY_OK = 8  # 2 seeds x (full, lora r=2, lora r=8, qlora r=4)
+# Quoted: the seeds of the shared params; a bare seed=0,1 would override the failing groups' seed too.
+TINY_OVERRIDES = ("hydra.sweeper.params.seed='0,1'", TINY_GROUPS)
 
 
 def lab_multirun(workdir: Path, results: Path, sweep_dir: Path, *overrides: str, sweep: str = "smoke",
@@ -57,6 +59,6 @@ def tiny_sweep(tmp_path_factory) -> dict:
     if session not in _RUNS:
         root = tmp_path_factory.mktemp("tiny-sweep")
         results, sweep_dir = root / "results", root / "multirun"
-        output = finish(lab_multirun(root, results, sweep_dir, "hydra.sweeper.params.seed='0,1'", TINY_GROUPS))
+        output = finish(lab_multirun(root, results, sweep_dir, *TINY_OVERRIDES))
         _RUNS[session] = {"root": root, "results": results, "sweep_dir": sweep_dir, "output": output}
     return _RUNS[session]

@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from pathlib import Path
 from types import SimpleNamespace
 
 import pandas as pd
@@ -45,8 +46,7 @@ def test_collector_reports_corrupt_partial_and_foreign_folders(sweep, tmp_path):
 
     collection = collect(str(results))
     assert len(collection.runs) == TINY_OK + 2
-    kinds = {p["path"].split("/")[-1] if p["path"].endswith("run") else p["path"].split("/")[-2]: p["problem"]
-             for p in collection.problems}
+    kinds = {Path(p["path"]).relative_to(results).parts[0]: p["problem"] for p in collection.problems}
     assert kinds["lora-r4-killed-run"].startswith("partial")
     assert kinds["corrupt-run"].startswith("corrupt")
     assert kinds["foreign"].startswith("not a run record")
@@ -152,7 +152,7 @@ def test_seed_summary_puts_measured_numbers_beside_each_claim(runs, tmp_path):
     assert "4 bits" in summary.loc["QLoRA (r=4)", "measured: updates all weights"]
     ok = runs[runs["status"] == "ok"]
     lora8 = ok[(ok["method"] == "lora") & (ok["rank"] == 8)].iloc[0]
-    assert summary.loc["LoRA (r=8)", "measured: trainable (tiny-bert)"] == f"{lora8['params.trainable']:,}"
+    assert summary.loc["LoRA (r=8)", "measured: trainable (tiny-bert)"] == f"{int(lora8['params.trainable']):,}"
 
 
 def test_published_side_by_side_only_where_the_setting_matches(runs):

@@ -10,7 +10,7 @@ from hydra import compose, initialize_config_dir
 
 from hydra_plugins.lab_sweeps.grouped_sweeper import expand
 from lab.config import validate
-from sweep_helpers import TINY_OK, finish, lab_multirun, records, summary, tiny_sweep
+from sweep_helpers import TINY_OK, TINY_OVERRIDES, finish, lab_multirun, records, summary, tiny_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 SWEEPS = sorted(p.stem for p in (ROOT / "sweeps" / "sweep").glob("*.yaml"))
@@ -96,7 +96,7 @@ def test_sweep_with_failing_jobs_records_them_and_goes_on(tmp_path_factory):
     sweep = tiny_sweep(tmp_path_factory)
     found = records(sweep["results"])
     statuses = sorted(r["status"] for r in found.values())
-    assert statuses == ["diverged", "failed"] + ["ok"] * TINY_OK
+    assert statuses == ["diverged", "failed"] + ["ok"] * TINY_OK  # each run once: no duplicate folders
     diverged = next(r for r in found.values() if r["status"] == "diverged")
     assert "nan" in diverged["error"].lower()
     failed = next(r for r in found.values() if r["status"] == "failed")
@@ -106,20 +106,19 @@ def test_sweep_with_failing_jobs_records_them_and_goes_on(tmp_path_factory):
     assert "rank=0" in sweep["output"] and "invalid-config" in sweep["output"]
 
 
-def test_rerun_skips_ok_runs_and_retries_failed_ones(tmp_path_factory, tmp_path):
-    """A failed record is retried and an ok one skipped (here only the failing jobs, to stay fast)."""
+def test_rerun_of_a_sweep_skips_ok_runs_and_retries_the_others(tmp_path_factory, tmp_path):
     sweep = tiny_sweep(tmp_path_factory)
     before = records(sweep["results"])
-    ok_id = next(k for k, r in before.items() if r["status"] == "ok" and r["method"] == "lora" and r["seed"] == 0
-                 and r["rank"] == 2)
-    failed_id = next(k for k, r in before.items() if r["status"] == "failed")
-    groups = 'hydra.sweeper.groups=[{method:lora,rank:2},{method:lora,rank:2,trainer.lr_scheduler:no-such-schedule}]'
-    output = finish(lab_multirun(tmp_path, sweep["results"], tmp_path / "rerun", "seed=0", groups))
-    assert f"{ok_id}: finished earlier (ok), skipped" in output
+    output = finish(lab_multirun(tmp_path, sweep["results"], tmp_path / "rerun", *TINY_OVERRIDES))
     after = records(sweep["results"])
-    assert after[ok_id] == before[ok_id]
-    assert f"== {failed_id}  [failed]" in output  # trained again, and failed again
-    assert after[failed_id]["status"] == "failed"
+    assert set(after) == set(before)
+    for run_id, record in before.items():
+        if record["status"] == "ok":
+            assert f"{run_id}: finished earlier (ok), skipped" in output
+            assert after[run_id] == record
+        else:
+            assert f"== {run_id}  [{record['status']}]" in output  # trained again (and failed again)
+    assert summary(tmp_path / "rerun")["counts"] == summary(sweep["sweep_dir"])["counts"]
 
 
 def test_killed_sweep_finishes_on_rerun_with_each_run_once(tmp_path):

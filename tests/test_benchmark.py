@@ -1,0 +1,59 @@
+"""The benchmark's bookkeeping: FLOP counts against the closed-form rule, start-up timelines. No timings."""
+
+import pytest
+
+from analysis import benchmark as bench
+
+TINY = bench.llama(hidden=64, layers=2, heads=4, kv_heads=2, intermediate=128, vocab=512)
+
+
+def closed_form(arch: dict, batch: int, seq: int, method: str, rank: int = 8) -> int:
+    """6*N*T (full) or 4*N*T plus 6x the q/v adapters (LoRA), plus 3x the attention forward."""
+    h, layers, vocab = arch["hidden_size"], arch["num_hidden_layers"], arch["vocab_size"]
+    head_dim = h // arch["num_attention_heads"]
+    q_out, kv_out = arch["num_attention_heads"] * head_dim, arch["num_key_value_heads"] * head_dim
+    per_layer = h * q_out + 2 * h * kv_out + q_out * h + 3 * h * arch["intermediate_size"]
+    n_matmul = layers * per_layer + h * vocab  # lm_head is a matmul even when tied to the embeddings
+    tokens = batch * seq
+    attention = 3 * 4 * seq * q_out * layers * tokens
+    if method == "full":
+        return 6 * n_matmul * tokens + attention
+    adapters = layers * rank * ((h + q_out) + (h + kv_out))
+    return 4 * n_matmul * tokens + 6 * adapters * tokens + attention
+
+
+@pytest.mark.parametrize("method", ["full", "lora", "qlora"])
+def test_step_flops_match_the_closed_form(method, tmp_path):
+    case = bench.Case("tiny", TINY, method, batch=2, seq=16)
+    prep = bench.prepare(case, steps=2, results=str(tmp_path))
+    model = bench.build_model(prep, "cpu")
+    flops = bench.step_flops(model, prep.cfg, case.batch, case.seq)
+    assert flops["total"] == closed_form(TINY, case.batch, case.seq, "full" if method == "full" else "lora")
+
+
+def test_lora_costs_about_two_thirds_of_full(tmp_path):
+    arch = bench.SMOLLM2_135M
+    ratio = closed_form(arch, 4, 128, "lora") / closed_form(arch, 4, 128, "full")
+    assert 0.66 < ratio < 0.70
+
+
+def test_rows_are_exactly_seq_tokens_for_both_tasks(tmp_path):
+    bert = dict(bench.MINILM_L6, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+                vocab_size=512)
+    for arch in (TINY, bert):
+        prep = bench.prepare(bench.Case("tiny", arch, "lora", batch=2, seq=20), steps=1, results=str(tmp_path))
+        assert {len(ids) for ids in prep.tokenized["train"]["input_ids"]} == {20}
+
+
+def test_timeline_splits_a_multirun_into_jobs():
+    events = {"python_up": [0.1], "imports_done": [5.0], "run_begin": [6.0, 20.0], "train_begin": [8.0, 21.0],
+              "first_step_begin": [8.1, 21.1], "first_step_end": [9.0, 21.3], "train_end": [10.0, 22.0],
+              "run_end": [12.0, 23.0], "exit": [23.5]}
+    first, second = bench.timeline(events, process_s=25.0)
+    assert first["phases"]["imports"] == pytest.approx(4.9)
+    assert first["phases"]["Hydra (compose / launch job)"] == pytest.approx(1.0)
+    assert first["phases"]["exit"] is None and first["command_to_first_step_s"] == pytest.approx(8.1)
+    assert second["phases"]["imports"] is None
+    assert second["phases"]["Hydra (compose / launch job)"] == pytest.approx(8.0)
+    assert second["phases"]["teardown"] == pytest.approx(1.5)
+    assert first["job_s"] + second["job_s"] == pytest.approx(25.0)
