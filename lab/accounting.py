@@ -5,8 +5,11 @@ the suite's own `methods.apply_method` (so peft matches targets and sizes adapte
 run), and the numbers follow from the real libraries' storage rules:
 
 - parameters: peft's `get_nb_trainable_parameters`, as `methods.count_params` reports them in a run;
-- weights by storage: each parameter at its dtype, and for QLoRA each linear layer that transformers
-  would hand to bitsandbytes at NF4 size (`nf4_bytes`); the rest stay as prepared by peft;
+- weights by storage: each parameter at its dtype; for QLoRA, transformers' own
+  `replace_with_bnb_linear` turns the layers a 4-bit load would quantize into bitsandbytes
+  Linear4bit with packed uint8 meta weights (so peft wraps and counts them as in a run), and each
+  is stored at NF4 size (`nf4_bytes`: packed codes + quantization constants); the rest stay as
+  peft's `prepare_model_for_kbit_training` leaves them (fp32);
 - gradients: one per trainable parameter, in the parameter's dtype;
 - optimizer state: torch AdamW keeps exp_avg and exp_avg_sq like the parameter plus a 4-byte fp32
   `step` per tensor; bitsandbytes' 32-bit (paged) AdamW keeps two fp32 states and a Python int;
@@ -33,7 +36,6 @@ NF4_CODE_BYTES = 16 * 4  # the 16-entry fp32 NF4 (or FP4) codebook each quant_st
 NESTED_CODE_BYTES = 256 * 4  # the 256-entry fp32 dynamic map of the second-level quantization
 NESTED_OFFSET_BYTES = 4  # fp32 scalar: the mean subtracted from the absmax before quantizing it
 PAGED_MIN_NUMEL = 100_000  # bitsandbytes pages an optimizer state only from this many elements
-DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2, "int64": 8, "bool": 1, "uint8": 1}
 
 
 def compose(model: str, method: str = "lora", rank: int | None = None, targets: str | None = None,
@@ -119,24 +121,6 @@ def meta_base(cfg: DictConfig, dtype: torch.dtype, num_labels: int | None = None
     return model
 
 
-def quantized_modules(model, cfg: DictConfig) -> list[str]:
-    """Names of the linear layers transformers hands to bitsandbytes for QLoRA.
-
-    The same decision as `Bnb4BitHfQuantizer._process_model_before_weight_loading`: the skip list is
-    `llm_int8_skip_modules` (our head modules) when given, else transformers' defaults (tied
-    weights, the output embedding and the last module), plus the model's `_keep_in_fp32_modules`;
-    of what remains, every exact `nn.Linear` (or GPT-2 style Conv1D) is converted.
-    """
-    from transformers.pytorch_utils import Conv1D
-    from transformers.quantizers.quantizers_utils import should_convert_module
-
-    if cfg.method.name != "qlora":
-        return []
-    skip = _not_converted(model, cfg)
-    return [name for name, module in model.named_modules()
-            if (type(module) is torch.nn.Linear or isinstance(module, Conv1D)) and should_convert_module(name, skip)]
-
-
 def _bnb_config(cfg: DictConfig, dtype: torch.dtype):
     from lab.methods import quantization_config
 
@@ -146,6 +130,9 @@ def _bnb_config(cfg: DictConfig, dtype: torch.dtype):
 
 
 def _not_converted(model, cfg: DictConfig) -> list[str]:
+    """The layers a 4-bit load keeps unquantized, decided as `Bnb4BitHfQuantizer` does: our head
+    modules (`llm_int8_skip_modules`) when there are any, else transformers' defaults (tied weights,
+    the output embedding, the last module); plus the model's `_keep_in_fp32_modules`."""
     from transformers.quantizers.base import HfQuantizer
 
     return HfQuantizer.get_modules_to_not_convert(model, _bnb_config(cfg, torch.float32).llm_int8_skip_modules,

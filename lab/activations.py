@@ -93,6 +93,8 @@ class Forward:
         self.autocast = plan.autocast
         self.saved = Saved()
         self.weight_copies: dict[int, Act] = {}
+        # the Trainer passes num_items_in_batch (an fp32 scalar) to the model's forward
+        self.num_items = new(1, FP32, False)
         cfg = plan.cfg
         self.checkpointing = bool(cfg.trainer.gradient_checkpointing)
         # With checkpointing the Trainer calls enable_input_require_grads (main input: input_ids).
@@ -329,7 +331,7 @@ class Forward:
         logits = self.linear(y, model.lm_head, "lm head")
         self.cross_entropy(logits, new(T, INT64, False), T)
         if logits.grad:
-            self.saved.save(new(1, FP32, False), "loss")  # the Trainer's num_items_in_batch divisor
+            self.saved.save(self.num_items, "loss")  # the divisor of the summed loss
 
     def bert(self) -> None:
         model = self.plan.base
@@ -379,6 +381,8 @@ class Forward:
                     self.saved.save(self.mask(), "checkpoint closures")
             else:
                 x = layer_fn(layer)(x)
+        if self.checkpointing:  # the Trainer's num_items_in_batch reaches the layers as a keyword tensor
+            self.saved.save(self.num_items, "checkpoint closures")
         p_cls = config.classifier_dropout if getattr(config, "classifier_dropout", None) is not None else p_hidden
         hidden = config.hidden_size
         # the first token is a view: a layer that saves it holds the whole (B, S, hidden) storage
