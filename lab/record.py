@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 import socket
 import subprocess
 import tempfile
@@ -24,7 +25,9 @@ SCHEMA = 1
 STATUSES = ("ok", "failed", "oom", "diverged")
 # Trainer settings that change how a run is observed or saved, not what it learns.
 NON_SEMANTIC_TRAINER_KEYS = ("logging_steps", "eval_steps", "save_steps", "threads", "eval_batch_size")
-SECRET_MARKERS = ("key", "token", "secret", "password")
+# Key names that hold credentials (api_key, hub_token, secret, ...), but not model fields such as
+# num_key_value_heads or bos_token_id.
+SECRET_KEY = re.compile(r"(^|_)(api_?key|key|token|secret|password|passwd|credentials?)$", re.IGNORECASE)
 
 
 def semantic_config(cfg: DictConfig) -> dict:
@@ -101,8 +104,8 @@ def write_json_atomic(path: str, payload: dict) -> None:
 def scrub_secrets(value):
     """Drop values whose key names a credential, at any depth."""
     if isinstance(value, dict):
-        return {k: ("<redacted>" if any(m in str(k).lower() for m in SECRET_MARKERS) and v is not None
-                    else scrub_secrets(v)) for k, v in value.items()}
+        return {k: ("<redacted>" if SECRET_KEY.search(str(k)) and v is not None else scrub_secrets(v))
+                for k, v in value.items()}
     if isinstance(value, list):
         return [scrub_secrets(v) for v in value]
     return value

@@ -40,6 +40,9 @@ def test_wandb_failure_keeps_the_local_record(tmp_path, monkeypatch):
 def test_credentials_in_config_are_redacted():
     from lab.record import scrub_secrets
 
-    scrubbed = scrub_secrets({"logger": {"api_key": SECRET, "project": "lab"}, "hub": {"token": SECRET}})
+    model = {"num_key_value_heads": 8, "bos_token_id": 1, "vocab_size": 32000}
+    scrubbed = scrub_secrets({"logger": {"api_key": SECRET, "project": "lab"}, "hub": {"token": SECRET},
+                              "hf_token": SECRET, "model": model})
     assert SECRET not in json.dumps(scrubbed)
     assert scrubbed["logger"]["project"] == "lab"
+    assert scrubbed["model"] == model  # model fields that merely contain "key"/"token" are kept
