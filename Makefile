@@ -22,8 +22,11 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/lab-fetch
 	touch $(STAMP)
 
+# The quick sweep (full, LoRA r=1,4,16,64, QLoRA r=4,16, two seeds on minilm-l6 + movie-sentences),
+# then every table and plot into reports/quick/. Rerunning skips the runs already recorded ok.
 demo: setup
-	$(BIN)/lab-train
+	$(BIN)/lab-train -m +sweep=quick
+	$(BIN)/python -m analysis.report --results results --sweep multirun/quick --out reports/quick
 
 test: setup
 	$(BIN)/python -m pytest -q
