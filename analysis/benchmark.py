@@ -967,13 +967,12 @@ def main(argv: list[str] | None = None) -> dict:
             report["peak"] = matmul_peak(device, plan.peak_sizes)
         if "methods" in sections:
             log("methods: suite vs plain, interleaved")
-            small = llama(128, 4, 4, 2, 384, 2048)
             cases = [Case(name, arch, method, batch, seq)
                      for name, (arch, batch, seq) in plan.shapes.items() for method in METHODS]
             report["methods"] = [measure_case(c, plan, device, results, True, plan.repeats, plan.steps, log)
                                  for c in cases]
             # Small steps expose per-step fixed costs; enough steps that the logging cadence falls inside.
-            small_cases = [Case("llama-1m", small, m, 8, 64) for m in METHODS]
+            small_cases = [Case("llama-1m", FAMILY["llama-1m"], m, 8, 64) for m in METHODS]
             report["methods"] += [measure_case(c, plan, device, results, True, plan.repeats, plan.small_steps, log)
                                   for c in small_cases]
         if "breakdown" in sections:
