@@ -120,6 +120,10 @@ def load_model(path: str, mcfg: DictConfig, dtype: torch.dtype, quantization_con
                 "model.path", path,
                 f"a hub id reachable from here, or a local copy: model.path=/path/to/folder model.source=local "
                 f"(the hub said: {str(err).splitlines()[0]})") from None
+        if os.path.isdir(path) and not any(name.endswith(".safetensors") for name in os.listdir(path)):
+            # Pickled weights (.bin, .pt) can run code when loaded; the suite loads safetensors only.
+            raise ConfigError("model.path", path, "a folder with .safetensors weights (pickled .bin/.pt weights "
+                              "are never loaded; convert them with save_pretrained(safe_serialization=True))") from None
         raise
     if model.config.pad_token_id is None:
         model.config.pad_token_id = model.config.eos_token_id

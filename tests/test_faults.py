@@ -118,3 +118,23 @@ def test_records_are_written_atomically(tmp_path):
         rec.write_json_atomic(str(target), {"status": "ok", "bad": object.__new__(type("X", (), {"__str__": None}))})
     assert json.loads(target.read_text()) == {"status": "ok", "n": 1}  # the old record survives a failed write
     assert [p.name for p in target.parent.iterdir()] == ["result.json"]  # no temporary file left behind
+
+
+def test_pickled_weights_are_refused_and_remote_code_is_off(tmp_path):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from lab import models
+    from lab.config import ConfigError, validate
+
+    cfg = validate(compose_run(["model=tiny-bert"]))
+    assert cfg.model.trust_remote_code is False
+    source = models.checkpoint_path(cfg.model, cfg.paths.cache)
+    pickled = tmp_path / "pickled"
+    model = AutoModelForSequenceClassification.from_pretrained(source)
+    model.config.save_pretrained(pickled)
+    __import__("torch").save(model.state_dict(), pickled / "pytorch_model.bin")  # an old-style pickled checkpoint
+    AutoTokenizer.from_pretrained(source).save_pretrained(pickled)
+    assert not list(pickled.glob("*.safetensors"))
+    local = validate(compose_run(["model=tiny-bert", "model.source=local", f"model.path={pickled}"]))
+    with pytest.raises(ConfigError, match="safetensors"):
+        models.load_model(str(pickled), local.model, __import__("torch").float32, None, 2, "cpu")
