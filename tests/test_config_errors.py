@@ -84,13 +84,14 @@ def test_validation_happens_before_torch_is_imported():
     (["method=qlora", "model.head_modules=[bert,classifier]"], "method='qlora'"),
 ])
 def test_errors_that_need_the_model_structure_fail_before_training(tmp_path, args, expect):
-    proc = _cli(*args, "logger=none", f"paths.results={tmp_path}")
+    proc = _cli(*args, "model=tiny-bert", "dataset=synthetic-cls", "logger=none", f"paths.results={tmp_path}")
     assert proc.returncode == 2 and expect in proc.stderr, proc.stderr[-1500:]
     assert not list(tmp_path.rglob("result.json"))
 
 
 def test_unknown_target_module_is_caught_when_the_model_is_known(tmp_path):
-    proc = _cli("method.targets=[query,not_a_layer]", "logger=none", f"paths.results={tmp_path}")
+    proc = _cli("method.targets=[query,not_a_layer]", "model=tiny-bert", "dataset=synthetic-cls", "logger=none",
+                f"paths.results={tmp_path}")
     assert proc.returncode == 2
     assert "method.targets='not_a_layer'" in proc.stderr and "allowed:" in proc.stderr
     assert "query" in proc.stderr  # the names that do exist are listed
