@@ -15,15 +15,17 @@ def evaluate(trainer, tokenized, data, tokenizer, cfg: DictConfig, device: str) 
     out = {}
     validation = trainer.evaluate(tokenized["validation"], metric_key_prefix="validation")
     out["validation_loss"] = validation["validation_loss"]
-    prediction = trainer.predict(tokenized["test"], metric_key_prefix="test")
-    out["test_loss"] = prediction.metrics["test_loss"]
     if data.task == "cls":
+        prediction = trainer.predict(tokenized["test"], metric_key_prefix="test")
+        out["test_loss"] = prediction.metrics["test_loss"]
         predicted = np.argmax(prediction.predictions, axis=-1).tolist()
         references = prediction.label_ids.tolist()
         out["test_accuracy"] = shipped.load("accuracy").compute(predictions=predicted, references=references)["accuracy"]
         out["test_macro_f1"] = shipped.load("macro_f1").compute(
             predictions=predicted, references=references, labels=list(range(len(data.label_names))))["macro_f1"]
     else:
+        # evaluate, not predict: an LM needs only the loss, and predict keeps every vocabulary-wide logit.
+        out["test_loss"] = trainer.evaluate(tokenized["test"], metric_key_prefix="test")["test_loss"]
         out["validation_perplexity"] = _perplexity(out["validation_loss"])
         out["test_perplexity"] = _perplexity(out["test_loss"])
         if cfg.dataset.generation_samples:
