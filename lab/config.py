@@ -114,6 +114,7 @@ class TrainerSchema:
     learning_rate: float = 2e-3
     weight_decay: float = 0.0
     warmup_ratio: float = 0.0
+    max_grad_norm: Optional[float] = 1.0
     lr_scheduler: str = "linear"
     eval_steps: Optional[int] = None
     logging_steps: int = 10
@@ -236,6 +237,8 @@ def validate(cfg: DictConfig) -> DictConfig:
     if not (trainer.learning_rate > 0 and math.isfinite(trainer.learning_rate)):
         raise ConfigError("trainer.learning_rate", trainer.learning_rate, "a finite number > 0")
     _allowed("trainer.precision", trainer.precision, PRECISIONS)
+    if trainer.max_grad_norm is not None and not (trainer.max_grad_norm > 0 and math.isfinite(trainer.max_grad_norm)):
+        raise ConfigError("trainer.max_grad_norm", trainer.max_grad_norm, "a finite number > 0, or null for no clipping")
     for key in ("eval_steps", "save_steps", "threads"):
         if trainer[key] is not None:
             _positive_int(f"trainer.{key}", trainer[key])

@@ -234,6 +234,8 @@ def training_arguments(cfg: DictConfig, device: str, rid: str, report_to: list[s
         per_device_eval_batch_size=t.eval_batch_size,
         learning_rate=t.learning_rate,
         weight_decay=t.weight_decay,
+        # transformers clips only when max_grad_norm > 0; 0 is its spelling of "off".
+        max_grad_norm=t.max_grad_norm or 0.0,
         warmup_steps=t.warmup_ratio,
         lr_scheduler_type=t.lr_scheduler,
         logging_steps=t.logging_steps,

@@ -21,6 +21,7 @@ from lab.config import ConfigError, validate
     (["method=qlora", "method.quant.type=int3"], "method.quant.type"),
     (["trainer.batch_size=0"], "trainer.batch_size"),
     (["trainer.precision=fp8"], "trainer.precision"),
+    (["trainer.max_grad_norm=-1"], "trainer.max_grad_norm"),
     (["seed=1.5"], "seed"),
     (["device=tpu"], "device"),
     (["dataset=synthetic-lm"], "dataset"),
