@@ -4,7 +4,9 @@ The model is built on the meta device (shapes and dtypes, no storage), the metho
 the suite's own `methods.apply_method` (so peft matches targets and sizes adapters exactly as in a
 run), and the numbers follow from the real libraries' storage rules:
 
-- parameters: peft's `get_nb_trainable_parameters`, as `methods.count_params` reports them in a run;
+- parameters: peft's `get_nb_trainable_parameters`, as `methods.count_params` reports them in a run
+  (DoRA's magnitude vectors included: peft builds them here too, on a 4-bit base from a meta stand-in
+  for the dequantized weight);
 - weights by storage: each parameter at its dtype; for QLoRA, transformers' own
   `replace_with_bnb_linear` turns the layers a 4-bit load would quantize into bitsandbytes
   Linear4bit with packed uint8 meta weights (so peft wraps and counts them as in a run), and each
@@ -166,6 +168,28 @@ def quantize_on_meta(model, cfg: DictConfig, dtype: torch.dtype) -> dict[int, in
     return logical
 
 
+@contextmanager
+def _dora_sizes_from_meta_4bit(dtype: torch.dtype):
+    """DoRA initialises each magnitude vector (d_out entries, trainable) from the norm of the
+    dequantized base weight. A meta 4-bit weight has no quantization state to dequantize, so peft is
+    handed a meta weight of the logical shape in the dtype a real load dequantizes to."""
+    from peft.tuners.lora import dora
+
+    dequantize = dora.dequantize_module_weight
+
+    def shaped_like_dequantized(module):
+        weight = module.weight
+        if weight.device.type == "meta" and type(weight).__name__ == "Params4bit":
+            return torch.empty(module.out_features, module.in_features, dtype=dtype, device="meta")
+        return dequantize(module)
+
+    dora.dequantize_module_weight = shaped_like_dequantized
+    try:
+        yield
+    finally:
+        dora.dequantize_module_weight = dequantize
+
+
 def nf4_bytes(numel: int, double_quant: bool = True, blocksize: int = NF4_BLOCKSIZE) -> dict[str, int]:
     """Bytes bitsandbytes stores for one 4-bit weight of `numel` elements.
 
@@ -217,7 +241,7 @@ class Plan:
         base = meta_base(cfg, self.dtype, self.num_labels)
         self.logical = quantize_on_meta(base, cfg, self.dtype) if cfg.method.name == "qlora" else {}
         # Under the meta device peft creates the adapters without storage too (not on the CPU first).
-        with _quiet_transformers(), torch.device("meta"):
+        with _quiet_transformers(), torch.device("meta"), _dora_sizes_from_meta_4bit(self.dtype):
             self.model = methods.apply_method(base, cfg, device)
         self.base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
 

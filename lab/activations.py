@@ -426,6 +426,8 @@ def estimate_saved(plan, batch: int, seq_len: int, padded: bool = False, token_t
     padded: some rows of the batch are padding (attention masks are built and saved);
     token_types: the batch carries token_type_ids (BERT tokenizers give them).
     """
+    if plan.cfg.method.use_dora:
+        raise NotImplementedError("no activation formula for DoRA (its weight-norm path saves more than LoRA's)")
     model_type = plan.base.config.model_type
     family = FAMILIES.get(model_type)
     if family is None:

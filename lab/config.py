@@ -15,7 +15,12 @@ from typing import Any, Optional
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-METHODS = ("full", "lora", "qlora")
+METHODS = ("full", "lora", "qlora", "dora")
+# How the adapter update B·A is scaled across ranks: alpha_2r (alpha = 2r, so alpha/r = 2), fixed
+# (alpha held, alpha/r) and rslora (alpha held, alpha/sqrt(r)).
+SCALINGS = ("alpha_2r", "fixed", "rslora")
+# The alpha that `fixed` and `rslora` hold across ranks unless method.alpha is set.
+HELD_ALPHA = 16
 TASKS = ("cls", "lm")
 MODEL_SOURCES = ("tiny", "local", "package", "hub", "gguf")
 DATASET_SOURCES = ("synthetic", "packaged", "file", "hub")
@@ -41,9 +46,15 @@ def default_cache_dir() -> str:
     return os.path.expanduser(os.environ.get("LAB_CACHE") or "~/.cache/lab")
 
 
-# Resolvers used by the YAML (e.g. `alpha: ${mul:2,${rank}}`); registered once per process.
+# Resolvers used by the YAML (`alpha: ${lora_alpha:${method.scaling},${rank}}`; `mul` by configs saved
+# before method.scaling existed); registered once per process.
 if not OmegaConf.has_resolver("mul"):
     OmegaConf.register_new_resolver("mul", lambda a, b: None if a is None or b is None else a * b)
+if not OmegaConf.has_resolver("lora_alpha"):
+    # An unknown scaling gives None here, so that validate reports method.scaling rather than alpha.
+    OmegaConf.register_new_resolver(
+        "lora_alpha", lambda scaling, rank: (2 * rank if rank is not None else None) if scaling == "alpha_2r"
+        else HELD_ALPHA if scaling in SCALINGS else None)
 if not OmegaConf.has_resolver("lab_cache"):
     OmegaConf.register_new_resolver("lab_cache", default_cache_dir)
 
@@ -59,7 +70,9 @@ class QuantSchema:
 class MethodSchema:
     name: str = "lora"
     learning_rate: float = 2e-3
+    scaling: Optional[str] = None
     alpha: Optional[float] = None
+    use_dora: bool = False
     dropout: float = 0.0
     targets: Any = "qv"
     bias: str = "none"
@@ -186,10 +199,24 @@ def validate(cfg: DictConfig) -> DictConfig:
     if method.name == "full":
         if rank is not None:
             raise ConfigError("rank", rank, "no rank with method=full (full fine-tuning trains every weight)")
+        if method.scaling is not None or method.use_dora:
+            key, value = ("method.scaling", method.scaling) if method.scaling is not None else ("method.use_dora", True)
+            raise ConfigError(key, value, "nothing with method=full: it has no adapter to scale or decompose")
     else:
         _positive_int("rank", rank)
+        # None: a record's config from before method.scaling existed (alpha as given, scale alpha/r).
+        if method.scaling is not None:
+            _allowed("method.scaling", method.scaling, SCALINGS)
         if method.alpha is None or not isinstance(method.alpha, (int, float)) or method.alpha <= 0:
             raise ConfigError("method.alpha", method.alpha, "a number > 0")
+        if method.scaling == "alpha_2r" and method.alpha != 2 * rank:
+            raise ConfigError("method.alpha", method.alpha,
+                              f"2 * rank = {2 * rank} with method.scaling=alpha_2r; to hold alpha at "
+                              f"{method.alpha} across ranks set method.scaling=fixed (or rslora)")
+        if method.name == "dora" and not method.use_dora:
+            raise ConfigError("method.use_dora", False, "true with method=dora (use method=lora for plain LoRA)")
+        if method.name == "lora" and method.use_dora:
+            raise ConfigError("method.use_dora", True, "false with method=lora (use method=dora for DoRA)")
         if not 0 <= method.dropout < 1:
             raise ConfigError("method.dropout", method.dropout, "a number in [0, 1)")
         _allowed("method.bias", method.bias, LORA_BIAS)

@@ -13,24 +13,32 @@ from lab import metrics as shipped
 
 def evaluate(trainer, tokenized, data, tokenizer, cfg: DictConfig, device: str) -> dict:
     out = {}
-    validation = trainer.evaluate(tokenized["validation"], metric_key_prefix="validation")
-    out["validation_loss"] = validation["validation_loss"]
     if data.task == "cls":
-        prediction = trainer.predict(tokenized["test"], metric_key_prefix="test")
-        out["test_loss"] = prediction.metrics["test_loss"]
-        predicted = np.argmax(prediction.predictions, axis=-1).tolist()
-        references = prediction.label_ids.tolist()
-        out["test_accuracy"] = shipped.load("accuracy").compute(predictions=predicted, references=references)["accuracy"]
-        out["test_macro_f1"] = shipped.load("macro_f1").compute(
-            predictions=predicted, references=references, labels=list(range(len(data.label_names))))["macro_f1"]
+        # Validation scores too: choosing a setting (e.g. the learning rate) by them keeps the test split unseen.
+        for split in ("validation", "test"):
+            out.update(_classification_scores(trainer, tokenized[split], split, len(data.label_names)))
     else:
         # evaluate, not predict: an LM needs only the loss, and predict keeps every vocabulary-wide logit.
+        out["validation_loss"] = trainer.evaluate(tokenized["validation"], metric_key_prefix="validation")[
+            "validation_loss"]
         out["test_loss"] = trainer.evaluate(tokenized["test"], metric_key_prefix="test")["test_loss"]
         out["validation_perplexity"] = _perplexity(out["validation_loss"])
         out["test_perplexity"] = _perplexity(out["test_loss"])
         if cfg.dataset.generation_samples:
             out.update(generation_metrics(trainer.model, data, tokenizer, cfg, device))
     return out
+
+
+def _classification_scores(trainer, split_data, split: str, num_labels: int) -> dict:
+    prediction = trainer.predict(split_data, metric_key_prefix=split)
+    predicted = np.argmax(prediction.predictions, axis=-1).tolist()
+    references = prediction.label_ids.tolist()
+    return {
+        f"{split}_loss": prediction.metrics[f"{split}_loss"],
+        f"{split}_accuracy": shipped.load("accuracy").compute(predictions=predicted, references=references)["accuracy"],
+        f"{split}_macro_f1": shipped.load("macro_f1").compute(
+            predictions=predicted, references=references, labels=list(range(num_labels)))["macro_f1"],
+    }
 
 
 def _perplexity(loss: float) -> float:

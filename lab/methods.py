@@ -1,4 +1,4 @@
-"""The three strategies: full fine-tuning, LoRA (peft) and QLoRA (peft on a bitsandbytes 4-bit base)."""
+"""The strategies: full fine-tuning, LoRA and DoRA (peft), and QLoRA (peft on a bitsandbytes 4-bit base)."""
 
 from __future__ import annotations
 
@@ -93,6 +93,8 @@ def apply_method(model, cfg: DictConfig, device: str):
         bias=cfg.method.bias,
         task_type="SEQ_CLS" if cfg.model.task == "cls" else "CAUSAL_LM",
         modules_to_save=list(cfg.model.head_modules) or None,
+        use_rslora=cfg.method.scaling == "rslora",
+        use_dora=cfg.method.use_dora,
     )
     return get_peft_model(model, lora)
 

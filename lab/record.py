@@ -33,8 +33,14 @@ SECRET_KEY = re.compile(r"(^|_)(api_?key|key|token|secret|password|passwd|creden
 def semantic_config(cfg: DictConfig) -> dict:
     trainer = {k: v for k, v in OmegaConf.to_container(cfg.trainer, resolve=True).items()
                if k not in NON_SEMANTIC_TRAINER_KEYS}
+    method = OmegaConf.to_container(cfg.method, resolve=True)
+    # Keys added after records existed enter the hash only when set away from what runs did before
+    # them, so those runs keep their ids (and a rerun still finds their records).
+    for key, before in (("scaling", "alpha_2r"), ("use_dora", False)):
+        if method.get(key) in (before, None):
+            method.pop(key, None)
     return {
-        "method": OmegaConf.to_container(cfg.method, resolve=True),
+        "method": method,
         "rank": cfg.rank,
         "model": OmegaConf.to_container(cfg.model, resolve=True),
         "dataset": OmegaConf.to_container(cfg.dataset, resolve=True),
