@@ -12,18 +12,25 @@ average at start and at end. Run it on an otherwise idle machine.
 
 How each number is taken
   * Step time: the steady-state period between the ends of consecutive optimizer steps, after
-    `--warmup` steps, averaged over `--steps` steps; one such window per repeat, `--repeats` repeats,
-    reported as median [min-max]. The period includes data loading, collation, logging and every
-    callback, i.e. everything a step costs, but not Trainer construction or the first (warm-up) steps.
+    `--warmup` steps. The timed steps are cut into `--repeats` windows of `--steps` steps; each window's
+    mean is one repeat, reported as median [min-max]. The period includes data loading, collation,
+    logging and every callback, i.e. everything a step costs, but not Trainer construction or the
+    first (warm-up) steps.
   * The suite's step: `transformers.Trainer` with exactly the `TrainingArguments` of
     `lab.train.training_arguments`, the collator of `lab.data.collator`, the suite's callbacks, and the
     model loaded by `lab.models.load_model` and prepared by `lab.methods.apply_method` -- the same calls,
     in the same order, as `lab.train.train_and_evaluate` up to `trainer.train()`.
   * The plain loop: the same model object, batch, sequence length, thread count and optimizer class
     (torch AdamW, or bitsandbytes paged AdamW where the suite picks it on CUDA; same lr, betas, eps and
-    weight decay); batches are built with `torch.tensor` from the same tokenized rows; forward,
-    backward, `optimizer.step()`, `zero_grad()`. No scheduler, no gradient clipping, no logging. Suite
-    and plain windows alternate within each repeat (suite first on even repeats, plain first on odd).
+    weight decay), its own optimizer instance; batches are built with `torch.tensor` from the same
+    tokenized rows; forward, backward, `optimizer.step()`, `zero_grad()`. No scheduler, no logging.
+    A second twin, "plain + clip", adds `clip_grad_norm_` at the suite's `trainer.max_grad_norm`: the
+    same work as the suite's step, so suite / (plain + clip) is the suite's own overhead and plain +
+    clip - plain the cost of the recipe's clipping.
+  * Interleaving: the suite and its twins take turns step by step in one Trainer run (a callback runs
+    one step of each twin after each suite step, and the suite's period excludes that time), so a
+    change in the machine's speed during the run hits all three alike. Peak memory is taken before,
+    from a short suite-only run, so the twins' optimizer state never counts.
   * Tokens: non-padding input tokens per step (every row is exactly `seq` tokens long, so no padding).
   * FLOPs per step (matmuls only; elementwise ops, softmax, norms and the optimizer are not counted):
       each linear layer (in x out) applied to t rows costs 2*in*out*t forward; its input gradient
@@ -41,8 +48,9 @@ How each number is taken
     thread count, in fp32 (and bf16 on CUDA, the precision the suite trains in there). MFU = achieved
     FLOP/s of the step / that peak.
   * Peak memory: `lab.memory.PeakMemory`, as the suite records it: peak resident set above a baseline
-    taken before the model is loaded (CPU), or torch.cuda allocated peak (CUDA); it covers load, Trainer
-    set-up and the first suite window (weights, gradients, optimizer state, activations).
+    taken before the model is loaded (CPU), or torch.cuda allocated peak (CUDA); read once after
+    loading (and quantizing) the model, and again after `--warmup` + 1 suite-only steps (weights,
+    gradients, optimizer state, activations).
   * LoRA and QLoRA run with the suite's defaults: rank 8, alpha 16, dropout 0.05, targets `qv`
     (q_proj/v_proj, query/value); QLoRA: NF4 with double quantization. The models are random-init
     from the `architecture` dicts below, built once into `<cache>/models/bench-*` by `lab.models`.
@@ -343,8 +351,11 @@ def plain_optimizer(args, params):
     return torch.optim.AdamW(params, **kwargs)
 
 
-def plain_window(model, prep: Prepared, device: str, warmup: int, steps: int, parts: dict | None = None) -> list[float]:
-    """Seconds per step of a hand-written loop on the same model, rows and optimizer."""
+def plain_stepper(model, prep: Prepared, device: str, clip: float | None = None, parts: dict | None = None):
+    """One step of a hand-written loop on the same model, rows and optimizer class; returns its seconds.
+
+    `clip` adds `torch.nn.utils.clip_grad_norm_` between backward and the optimizer, the one piece of
+    the suite's recipe (trainer.max_grad_norm) the bare loop leaves out."""
     import torch
 
     args = suite_arguments(prep, device, [])
@@ -352,30 +363,79 @@ def plain_window(model, prep: Prepared, device: str, warmup: int, steps: int, pa
     columns = prep.tokenized["train"][:]
     keys = [k for k in ("input_ids", "token_type_ids", "attention_mask", "labels") if k in columns]
     n_rows = len(columns["input_ids"])
-    optimizer = plain_optimizer(args, [p for p in model.parameters() if p.requires_grad])
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = plain_optimizer(args, trainable)
     autocast = (lambda: torch.autocast(device_type=device, dtype=torch.bfloat16)) if args.bf16 else contextlib.nullcontext
-    model.train()
-    ends, marks = [], []
-    for step in range(warmup + steps):
+    counter = iter(range(10 ** 9))
+
+    def step() -> float:
+        model.train()
         t0 = time.perf_counter()
-        start = (step * batch) % n_rows
+        start = (next(counter) * batch) % n_rows
         inputs = {k: torch.tensor(columns[k][start:start + batch], device=device) for k in keys}
         t1 = time.perf_counter()
         with autocast():
             loss = model(**inputs).loss
         loss.backward()
+        if clip:
+            torch.nn.utils.clip_grad_norm_(trainable, clip)
         sync(device)
         t2 = time.perf_counter()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         sync(device)
-        ends.append(time.perf_counter())
-        marks.append((t0, t1, t2, ends[-1]))
-    if parts is not None:
-        for t0, t1, t2, t3 in marks[warmup:]:
-            for key, value in (("collate", t1 - t0), ("forward + backward", t2 - t1), ("optimizer + zero_grad", t3 - t2)):
+        t3 = time.perf_counter()
+        if parts is not None:
+            for key, value in (("collate", t1 - t0), ("forward + backward" + (" + clip" if clip else ""), t2 - t1),
+                               ("optimizer + zero_grad", t3 - t2)):
                 parts.setdefault(key, []).append(value)
-    return [b - a for a, b in zip(ends[warmup - 1:], ends[warmup:])]
+        return t3 - t0
+
+    return step
+
+
+def plain_window(model, prep: Prepared, device: str, warmup: int, steps: int, parts: dict | None = None) -> list[float]:
+    """Seconds per step of the plain loop over `steps` steps after `warmup` steps."""
+    timed: dict = {}
+    step = plain_stepper(model, prep, device, parts=timed)
+    times = [step() for _ in range(warmup + steps)]
+    if parts is not None:
+        for key, values in timed.items():
+            parts.setdefault(key, []).extend(values[warmup:])
+    return times[warmup:]
+
+
+def interleaved(model, prep: Prepared, device: str, warmup: int, steps: int, clip: float | None) -> dict:
+    """Suite, plain and plain + clip steps taken in turn, step by step, in one Trainer run.
+
+    After each of the suite's optimizer steps a callback runs one step of each plain twin (the twins
+    take turns going first). The suite's step time is the period between its step ends less the time
+    the twins took inside it, so drift in the machine's speed hits all three alike."""
+    from transformers import TrainerCallback
+
+    twins = {"plain": plain_stepper(model, prep, device)}
+    if clip:
+        twins["plain + clip"] = plain_stepper(model, prep, device, clip=clip)
+    times: dict = {name: [] for name in ["suite", *twins]}
+    ends, inserted = [], []
+
+    class TakeTurns(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            sync(device)
+            ends.append(time.perf_counter())
+            names = list(twins) if len(ends) % 2 else list(twins)[::-1]
+            for name in names:
+                times[name].append(twins[name]())
+            inserted.append(time.perf_counter() - ends[-1])
+
+    trainer = suite_trainer(model, prep, device, [TakeTurns()])
+    trainer.args.max_steps = warmup + steps
+    trainer.train()
+    if len(ends) != warmup + steps:
+        raise RuntimeError(f"the Trainer ran {len(ends)} steps, expected {warmup + steps}")
+    times["suite"] = [ends[i] - ends[i - 1] - inserted[i - 1] for i in range(1, len(ends))]
+    # The suite's first period follows its first step; drop as many twin steps as suite steps are dropped.
+    return {"suite": times["suite"][warmup - 1:], **{k: v[warmup:] for k, v in times.items() if k != "suite"}}
 
 
 # ---- FLOPs --------------------------------------------------------------------------------------
@@ -409,50 +469,54 @@ def step_flops(model, cfg, batch: int, seq: int) -> dict:
 
 def measure_case(case: Case, plan: Plan, device: str, results: str, plain: bool, repeats: int, steps: int,
                  log) -> dict:
-    """Suite (and optionally plain) step times for one case, interleaved, plus memory and FLOPs."""
+    """Suite step times for one case (with `plain`: interleaved with its plain twins), memory and FLOPs."""
     from lab import memory, methods
 
-    prep = prepare(case, plan.warmup + steps, results)
+    prep = prepare(case, plan.warmup + repeats * steps, results)
     release_memory()
     peak = memory.PeakMemory(device)
     model = build_model(prep, device)
-    suite, plain_times, peak_read = [], [], None
-    cpu_start, wall_start = time.process_time(), time.perf_counter()
-    for r in range(repeats):
-        order = ("suite", "plain") if r % 2 == 0 else ("plain", "suite")
-        for path in order:
-            if path == "suite":
-                window = suite_window(model, prep, device, plan.warmup, steps)
-                suite.append(sum(window) / len(window))
-                if peak_read is None:
-                    peak_read = peak.read()
-            elif plain:
-                window = plain_window(model, prep, device, plan.warmup, steps)
-                plain_times.append(sum(window) / len(window))
-    cpu_per_wall = (time.process_time() - cpu_start) / (time.perf_counter() - wall_start)
-    flops = step_flops(model, prep.cfg, case.batch, case.seq)
-    tokens = case.batch * case.seq
+    load_peak = peak.read()
+    # Memory first, from a short suite-only run: the twins' own optimizer state must not count.
+    probe = suite_trainer(model, prep, device)
+    probe.args.max_steps = plan.warmup + 1
+    probe.train()
+    train_peak = peak.read()
+    del probe
     args = suite_arguments(prep, device, [])
+    cpu_start, wall_start = time.process_time(), time.perf_counter()
+    if plain:
+        per_step = interleaved(model, prep, device, plan.warmup, repeats * steps, args.max_grad_norm or None)
+    else:
+        per_step = {"suite": [t for _ in range(repeats) for t in suite_window(model, prep, device, plan.warmup, steps)]}
+    cpu_per_wall = (time.process_time() - cpu_start) / (time.perf_counter() - wall_start)
+    # Windows of `steps` consecutive steps: their means are the repeats that median [min-max] summarise.
+    windows = {k: [statistics.fmean(v[i * steps:(i + 1) * steps]) for i in range(repeats)] for k, v in per_step.items()}
+    flops = step_flops(model, prep.cfg, case.batch, case.seq)
     out = {
         "case": asdict(case),
         "params": methods.count_params(model),
-        "tokens_per_step": tokens,
+        "tokens_per_step": case.batch * case.seq,
         "flops_per_step": flops,
-        "suite_step_s": summarize(suite),
-        "suite_step_s_raw": suite,
-        "memory": peak_read,
+        "suite_step_s": summarize(windows["suite"]),
+        "suite_step_s_raw": per_step["suite"],
+        "memory": train_peak,
+        "memory_after_load": load_peak,
         "cpu_per_wall": cpu_per_wall,
         "weights": memory.weight_bytes(model),
         "precision": "bf16" if args.bf16 else "fp32",
         "optimizer": str(getattr(args.optim, "value", args.optim)),
+        "max_grad_norm": args.max_grad_norm,
     }
-    if plain:
-        out["plain_step_s"] = summarize(plain_times)
-        out["plain_step_s_raw"] = plain_times
-        ratios = [p / s for s, p in zip(suite, plain_times)]
-        out["suite_over_plain_throughput"] = summarize(ratios)
+    for twin in ("plain", "plain + clip"):
+        if twin in windows:
+            key = twin.replace(" + ", "_")
+            out[f"{key}_step_s"] = summarize(windows[twin])
+            out[f"{key}_step_s_raw"] = per_step[twin]
+            out[f"suite_over_{key}_throughput"] = summarize([p / s for s, p in zip(windows["suite"], windows[twin])])
     log(f"  {case.name} {case.method} b{case.batch}x{case.seq}: suite {out['suite_step_s']['median']:.4f} s/step"
-        + (f", plain {out['plain_step_s']['median']:.4f} s/step" if plain else ""))
+        + "".join(f", {t} {out[t.replace(' + ', '_') + '_step_s']['median']:.4f}" for t in ("plain", "plain + clip")
+                  if t in windows))
     del model
     release_memory()
     return out
@@ -712,7 +776,8 @@ def render(report: dict) -> str:
              + f", python {prov['python']}",
              f"- git commit {prov['git_commit']} (dirty: {prov['git_dirty']}); {prov['platform']}",
              f"- repeats: {plan['repeats']} windows of {plan['steps']} steps after {plan['warmup']} warm-up "
-             "step(s); figures are median [min–max] over the windows", ""]
+             f"step(s) ({plan['small_steps']}-step windows for the small model); figures are median [min–max] "
+             "over the windows", ""]
 
     peak = report.get("peak")
     if peak:
@@ -729,25 +794,36 @@ def render(report: dict) -> str:
     methods = report.get("methods")
     if methods:
         lines += ["## Overhead: the suite's step against a plain torch + peft loop", "",
-                  "Step time = steady-state period between optimizer-step ends (data, collation, logging and "
-                  "callbacks included). Ratio = suite throughput / plain throughput, per repeat (windows taken "
-                  "back to back); target ≥ 0.97.", "",
-                  "| shape | method | batch×seq | suite s/step | plain s/step | suite − plain, ms/step | suite/plain throughput | CPU/wall |",
-                  "|---|---|---|---|---|---|---|---|"]
+                  "The suite's Trainer step, a plain loop's step (forward, backward, optimizer, zero_grad) and the "
+                  "plain loop with the suite's gradient clipping (`trainer.max_grad_norm`), taken in turn step by "
+                  "step in one run (see `interleaved`). Step time = steady-state period between optimizer-step "
+                  "ends for the suite (data, collation, logging and callbacks included), the whole step for the "
+                  "plain loops. Ratio = suite throughput / plain throughput, per window; target ≥ 0.97 against "
+                  "the loop that does the same work (plain + clip).", "",
+                  "| shape | method | batch×seq | suite s/step | plain s/step | plain + clip s/step "
+                  "| clipping, ms/step | suite / plain | suite / (plain + clip) | CPU/wall |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
         for m in methods:
             c = m["case"]
-            extra = 1e3 * (m["suite_step_s"]["median"] - m["plain_step_s"]["median"])
+            clipped = "plain_clip_step_s" in m
+            clip_ms = 1e3 * (m["plain_clip_step_s"]["median"] - m["plain_step_s"]["median"]) if clipped else None
             lines.append(f"| {c['name']} | {c['method']} | {c['batch']}×{c['seq']} | {fmt_range(m['suite_step_s'], digits=4)} "
-                         f"| {fmt_range(m['plain_step_s'], digits=4)} | {extra:.1f} "
-                         f"| {fmt_range(m['suite_over_plain_throughput'])} | {m['cpu_per_wall']:.2f} |")
+                         f"| {fmt_range(m['plain_step_s'], digits=4)} "
+                         f"| {fmt_range(m['plain_clip_step_s'], digits=4) if clipped else '–'} "
+                         f"| {f'{clip_ms:.1f}' if clipped else '–'} "
+                         f"| {fmt_range(m['suite_over_plain_throughput'])} "
+                         f"| {fmt_range(m['suite_over_plain_clip_throughput']) if clipped else '–'} "
+                         f"| {m['cpu_per_wall']:.2f} |")
         peak_name = "bfloat16" if any(m["precision"] == "bf16" for m in methods) and peak and "bfloat16" in peak else "float32"
         peak_rate = peak[peak_name]["peak_flops_per_s"] if peak else None
         lines += ["", "## Method costs (the suite's step)", "",
                   "Tokens are non-padding input tokens. FLOPs per step by the rule in the docstring "
                   "(trainable linear 6·in·out·t, frozen 4·in·out·t, attention 12·seq·d_attn per token and "
-                  f"layer); MFU against the {peak_name} matmul peak. Peak memory: above the pre-load baseline "
-                  "(MB = 1e6 bytes).", "",
-                  "| shape | method | batch×seq | params trainable / total | s/step | tokens/s | GFLOP/step | GFLOP/s | MFU | peak memory MB | optimizer |",
+                  f"layer); MFU against the {peak_name} matmul peak. Peak memory above the pre-load baseline "
+                  "(MB = 1e6 bytes), after loading the model and after the first training steps (weights, "
+                  "gradients, optimizer state, activations).", "",
+                  "| shape | method | batch×seq | params trainable / total | s/step | tokens/s | GFLOP/step | GFLOP/s | MFU "
+                  "| peak MB: load / training | optimizer |",
                   "|---|---|---|---|---|---|---|---|---|---|---|"]
         for m in methods:
             c, f, s = m["case"], m["flops_per_step"], m["suite_step_s"]
@@ -756,7 +832,8 @@ def render(report: dict) -> str:
             mfu = f"{100 * rate / peak_rate:.0f}%" if peak_rate else "–"
             lines.append(f"| {c['name']} | {c['method']} | {c['batch']}×{c['seq']} | {millions(m['params']['trainable'])} / "
                          f"{millions(m['params']['total'])} | {fmt_range(s)} | {m['tokens_per_step'] / s['median']:.0f} "
-                         f"| {gflops(f['total'])} | {gflops(rate)} | {mfu} | {mb(mem)} | {m['optimizer']} |")
+                         f"| {gflops(f['total'])} | {gflops(rate)} | {mfu} "
+                         f"| {mb(mem_bytes(m.get('memory_after_load')))} / {mb(mem)} | {m['optimizer']} |")
         lines += ["", "Ratios of step time (the suite's path, medians):", "",
                   "| shape | LoRA / full time | theory (FLOPs) | QLoRA / LoRA time | QLoRA / LoRA peak memory |",
                   "|---|---|---|---|---|"]

@@ -57,3 +57,23 @@ def test_timeline_splits_a_multirun_into_jobs():
     assert second["phases"]["Hydra (compose / launch job)"] == pytest.approx(8.0)
     assert second["phases"]["teardown"] == pytest.approx(1.5)
     assert first["job_s"] + second["job_s"] == pytest.approx(25.0)
+
+
+def test_interleaved_steps_take_turns_and_keep_counts(tmp_path):
+    case = bench.Case("tiny", TINY, "lora", batch=2, seq=16)
+    prep = bench.prepare(case, steps=4, results=str(tmp_path))
+    model = bench.build_model(prep, "cpu")
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    before = [p.detach().clone() for p in trainable]
+    times = bench.interleaved(model, prep, "cpu", warmup=1, steps=3, clip=1.0)
+    assert set(times) == {"suite", "plain", "plain + clip"}
+    assert all(len(v) == 3 and all(t > 0 for t in v) for v in times.values())
+    # All three trained the shared adapters, and the last twin step cleared its gradients.
+    assert any(not torch_equal(a, b) for a, b in zip(before, trainable))
+    assert all(p.grad is None for p in trainable)
+
+
+def torch_equal(a, b) -> bool:
+    import torch
+
+    return torch.equal(a, b)
