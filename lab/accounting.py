@@ -15,6 +15,12 @@ run), and the numbers follow from the real libraries' storage rules:
 - gradients: one per trainable parameter, in the parameter's dtype;
 - optimizer state: torch AdamW keeps exp_avg and exp_avg_sq like the parameter plus a 4-byte fp32
   `step` per tensor; bitsandbytes' 32-bit (paged) AdamW keeps two fp32 states and a Python int;
+  its 8-bit AdamW keeps both states as uint8 with one fp32 absmax per 256-element block, plus one
+  shared 256-entry fp32 map per state, except for tensors under 4096 elements and embeddings (the
+  Trainer overrides those to 32 bits), which keep fp32 states;
+- offload: `offload="optimizer"` (ZeRO-Offload style) puts the optimizer state in a host column,
+  `offload="full"` (FSDP CPU offload) the weights and gradients as well; activations and buffers
+  stay on the device (the one layer FSDP gathers onto the device at a time is not counted);
 - activations saved for backward: `lab.activations` (per-family formulas).
 
 Every figure is in bytes. GB = 1e9 bytes and GiB = 2**30 bytes where tables convert.
@@ -38,6 +44,10 @@ NF4_CODE_BYTES = 16 * 4  # the 16-entry fp32 NF4 (or FP4) codebook each quant_st
 NESTED_CODE_BYTES = 256 * 4  # the 256-entry fp32 dynamic map of the second-level quantization
 NESTED_OFFSET_BYTES = 4  # fp32 scalar: the mean subtracted from the absmax before quantizing it
 PAGED_MIN_NUMEL = 100_000  # bitsandbytes pages an optimizer state only from this many elements
+BNB_MIN_8BIT_SIZE = 4096  # bitsandbytes' min_8bit_size: smaller tensors keep fp32 state
+BNB_8BIT_BLOCKSIZE = 256  # elements per fp32 absmax of blockwise 8-bit optimizer state
+BNB_QMAP_BYTES = 256 * 4  # the fp32 dynamic map each 8-bit state shares across all tensors
+OFFLOAD = ("none", "optimizer", "full")
 
 
 def compose(model: str, method: str = "lora", rank: int | None = None, targets: str | None = None,
@@ -290,13 +300,32 @@ class Plan:
             moments = sum(p.numel() * p.element_size() for p in trainable)
             return {"exp_avg": moments, "exp_avg_sq": moments, "step": 4 * len(trainable), "paged": 0}
         if name in ("paged_adamw_32bit", "adamw_bnb_32bit", "paged_adamw", "adamw_32bit"):
-            states = sum(4 * p.numel() for p in trainable)
-            paged = 0
-            if name.startswith("paged") and self.device == "cuda":
-                paged = 2 * sum(4 * p.numel() for p in trainable if p.numel() >= PAGED_MIN_NUMEL)
-            return {"state1": states, "state2": states, "paged": paged}
+            return self._bnb_adamw_bytes(trainable, 32, name.startswith("paged"))
+        if name in ("paged_adamw_8bit", "adamw_8bit", "adamw_bnb_8bit"):
+            return self._bnb_adamw_bytes(trainable, 8, name.startswith("paged"))
         raise ValueError(f"optimizer {name}: no storage rule here (adamw_torch, adamw_torch_fused, "
-                         "paged_adamw_32bit, adamw_bnb_32bit)")
+                         "paged_adamw_32bit, adamw_bnb_32bit, paged_adamw_8bit, adamw_8bit)")
+
+    def _bnb_adamw_bytes(self, trainable: list, bits: int, paged: bool) -> dict[str, int]:
+        embeddings = {id(m.weight) for m in self.model.modules() if isinstance(m, torch.nn.Embedding)}
+        out = {"state1": 0, "state2": 0, "absmax1": 0, "absmax2": 0, "paged": 0}
+        for p in trainable:
+            n = p.numel()
+            if bits == 8 and n >= BNB_MIN_8BIT_SIZE and id(p) not in embeddings:
+                per_state = n
+                out["absmax1"] += 4 * math.ceil(n / BNB_8BIT_BLOCKSIZE)
+                out["absmax2"] += 4 * math.ceil(n / BNB_8BIT_BLOCKSIZE)
+            else:
+                per_state = 4 * n
+            out["state1"] += per_state
+            out["state2"] += per_state
+            if paged and self.device == "cuda" and n >= PAGED_MIN_NUMEL:
+                out["paged"] += 2 * per_state
+        if out["absmax1"]:
+            out["qmap1"] = out["qmap2"] = BNB_QMAP_BYTES
+        else:
+            del out["absmax1"], out["absmax2"]
+        return out
 
     def activation_bytes(self, batch: int, seq_len: int, padded: bool = False, token_types: bool = False) -> dict:
         from lab.activations import estimate_saved
@@ -310,20 +339,25 @@ def count_params(cfg: DictConfig, num_labels: int | None = None) -> dict[str, in
 
 def estimate(cfg: DictConfig, device: str, batch: int, seq_len: int, *, num_labels: int | None = None,
              padded: bool = False, token_types: bool = False, optimizer: str | None = None,
-             weights_dtype: torch.dtype | None = None, activations: bool = True) -> dict:
+             weights_dtype: torch.dtype | None = None, activations: bool = True, offload: str | None = None) -> dict:
     """The memory ledger's categories for one configured run, from the architecture alone (bytes).
 
     padded / token_types: what the batch holds (see `activations.estimate_saved`); optimizer and
-    weights_dtype override the suite's choices (e.g. 16-bit full fine-tuning).
+    weights_dtype override the suite's choices (e.g. 16-bit full fine-tuning); offload (one of
+    OFFLOAD) defaults to the config's: `full` under distributed=fsdp_offload, else `none`.
     """
     plan = Plan(cfg, device, num_labels, weights_dtype)
+    if offload is None:
+        offload = "full" if cfg.get("distributed") is not None and cfg.distributed.cpu_offload else "none"
     return summarize(plan, batch, seq_len, padded=padded, token_types=token_types, optimizer=optimizer,
-                     activations=activations)
+                     activations=activations, offload=offload)
 
 
 def summarize(plan: Plan, batch: int, seq_len: int, *, padded: bool = False, token_types: bool = False,
-              optimizer: str | None = None, activations: bool = True) -> dict:
+              optimizer: str | None = None, activations: bool = True, offload: str = "none") -> dict:
     """`estimate` for a Plan as it stands (e.g. after recasting some of its parameters)."""
+    if offload not in OFFLOAD:
+        raise ValueError(f"offload={offload!r}: one of {', '.join(OFFLOAD)}")
     weights = plan.weight_bytes()
     opt_name = optimizer or plan.optimizer_name()
     opt = plan.optimizer_bytes(opt_name)
@@ -348,4 +382,13 @@ def summarize(plan: Plan, batch: int, seq_len: int, *, padded: bool = False, tok
         out["activations"] = acts["total"]
         out["activations_detail"] = acts
         out["peak_estimate"] = out["weights_gradients_optimizer"] + out["buffers"] + out["activations"]
+    on_host = {"none": (), "optimizer": ("optimizer_state",),
+               "full": ("weights_total", "gradients", "optimizer_state")}[offload]
+    categories = ("weights_total", "buffers", "gradients", "optimizer_state") + (("activations",) if activations else ())
+    out["offload"] = offload
+    out["placement"] = {"device": {}, "host": {}}
+    for key in categories:
+        out["placement"]["host" if key in on_host else "device"][key.removesuffix("_total")] = out[key]
+    out["device_total"] = sum(out["placement"]["device"].values())
+    out["host_total"] = sum(out["placement"]["host"].values())
     return out

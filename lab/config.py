@@ -31,6 +31,11 @@ DEVICES = ("auto", "cpu", "cuda")
 LORA_BIAS = ("none", "all", "lora_only")
 LOGGERS = ("wandb", "none")
 SPLITS = ("train", "validation", "test")
+# Trainer `optim` names; auto: paged_adamw_32bit for QLoRA (as the QLoRA paper), adamw_torch otherwise.
+OPTIMIZERS = ("auto", "adamw_torch", "paged_adamw_32bit", "paged_adamw_8bit", "adamw_8bit")
+BNB_OPTIMIZERS = ("paged_adamw_32bit", "paged_adamw_8bit", "adamw_8bit")
+DISTRIBUTED_MODES = ("none", "ddp", "fsdp")
+DDP_BACKENDS = ("nccl", "gloo")
 
 
 class ConfigError(ValueError):
@@ -154,6 +159,16 @@ class PathsSchema:
 
 
 @dataclass
+class DistributedSchema:
+    mode: str = "none"
+    # FSDP only: parameters, gradients and optimizer state live on the host between uses.
+    cpu_offload: bool = False
+    reshard_after_forward: bool = True
+    find_unused_parameters: Optional[bool] = None
+    backend: Optional[str] = None
+
+
+@dataclass
 class RunSchema:
     method: MethodSchema = field(default_factory=MethodSchema)
     model: ModelSchema = field(default_factory=ModelSchema)
@@ -161,6 +176,7 @@ class RunSchema:
     trainer: TrainerSchema = field(default_factory=TrainerSchema)
     logger: LoggerSchema = field(default_factory=LoggerSchema)
     paths: PathsSchema = field(default_factory=PathsSchema)
+    distributed: DistributedSchema = field(default_factory=DistributedSchema)
     rank: Optional[Any] = None
     seed: Any = 0
     device: str = "auto"
@@ -233,6 +249,7 @@ def validate(cfg: DictConfig) -> DictConfig:
             raise ConfigError("method.quant", None, "a quant section (type, double_quant, compute_dtype)")
         _allowed("method.quant.type", method.quant.type, QUANT_TYPES)
         _allowed("method.quant.compute_dtype", method.quant.compute_dtype, COMPUTE_DTYPES)
+    _allowed("method.optimizer", method.optimizer, OPTIMIZERS)
     if not (method.learning_rate > 0 and math.isfinite(method.learning_rate)):
         raise ConfigError("method.learning_rate", method.learning_rate, "a finite number > 0")
 
@@ -273,7 +290,24 @@ def validate(cfg: DictConfig) -> DictConfig:
     _positive_int("seed", merged.seed, minimum=0)
     _allowed("device", merged.device, DEVICES)
     _allowed("logger.name", merged.logger.name, LOGGERS)
+    _check_distributed(merged)
     return merged
+
+
+def _check_distributed(merged: DictConfig) -> None:
+    dist = merged.distributed
+    _allowed("distributed.mode", dist.mode, DISTRIBUTED_MODES)
+    if dist.backend is not None:
+        _allowed("distributed.backend", dist.backend, DDP_BACKENDS)
+    if dist.cpu_offload and dist.mode != "fsdp":
+        raise ConfigError("distributed.cpu_offload", True, "false unless distributed.mode=fsdp "
+                          "(distributed=fsdp_offload sets both)")
+    if dist.mode == "fsdp" and merged.method.optimizer in BNB_OPTIMIZERS:
+        # bitsandbytes' optimizers allocate and update their state with plain tensors, not with the
+        # DTensor shards FSDP2 hands them (bitsandbytes issues #89, #1633).
+        raise ConfigError("method.optimizer", merged.method.optimizer,
+                          "adamw_torch or auto with distributed.mode=fsdp (bitsandbytes optimizers do not "
+                          "take FSDP's sharded parameters)")
 
 
 def check_results_writable(path: str) -> None:

@@ -166,6 +166,12 @@ def train_and_evaluate(cfg: DictConfig, device: str, rid: str, tracker, notes: l
     frozen_before = _frozen_digest(model) if cfg.method.name != "full" else None
 
     args = training_arguments(cfg, device, rid, tracker.report_to, notes)
+    if "8bit" in args.optim:
+        # The Trainer registers 32-bit overrides for embeddings with bitsandbytes' process-wide manager,
+        # which keeps them by (group, index): an earlier job of this process would reach into this one's.
+        import bitsandbytes as bnb
+
+        bnb.optim.GlobalOptimManager.get_instance().initialize()
     trainer = Trainer(model=model, args=args, train_dataset=tokenized["train"], eval_dataset=tokenized["validation"],
                       data_collator=collator(tokenizer, data.task),
                       callbacks=[divergence_guard(), memory.ledger_probe()])
@@ -196,7 +202,8 @@ def train_and_evaluate(cfg: DictConfig, device: str, rid: str, tracker, notes: l
         "metrics": metrics,
         "memory": {"unit": "bytes", "weights": memory.weight_bytes(model), "peak": peak_memory,
                    **memory.ledger(trainer, model, cfg, device)},
-        "optimizer": {"requested": choose_optimizer(cfg, device)[0], "trainer_optim": args.optim, "ran": f"{type(optimizer).__module__}.{type(optimizer).__name__}"},
+        "optimizer": {"requested": choose_optimizer(cfg, device)[0], "trainer_optim": args.optim,
+                      **optimizer_info(optimizer)},
         "checks": checks,
         "timing": {
             "train_seconds": round(runtime, 3),
@@ -264,14 +271,33 @@ def training_arguments(cfg: DictConfig, device: str, rid: str, report_to: list[s
 def choose_optimizer(cfg: DictConfig, device: str, notes: list[str] | None = None) -> tuple[str, str]:
     """(requested, used): QLoRA asks for paged AdamW, which pages only on CUDA."""
     requested = cfg.method.get("optimizer") or "auto"
+    notes = notes if notes is not None else []
     if requested == "auto":
         requested = "paged_adamw_32bit" if cfg.method.name == "qlora" else "adamw_torch"
+        if requested != "adamw_torch" and OmegaConf.select(cfg, "distributed.mode") == "fsdp":
+            requested = "adamw_torch"
+            notes.append("method.optimizer=auto under FSDP: adamw_torch (bitsandbytes optimizers do not take "
+                         "FSDP's sharded parameters)")
     used = requested
     if requested.startswith("paged_") and device != "cuda":
-        used = "adamw_torch"
-        if notes is not None:
-            notes.append(f"optimizer {requested} needs CUDA to page; ran {used} on {device}")
+        # Only the paging is dropped: 8-bit AdamW keeps its 8-bit state on the CPU too.
+        used = "adamw_8bit" if requested == "paged_adamw_8bit" else "adamw_torch"
+        notes.append(f"optimizer {requested} needs CUDA to page; ran {used} on {device}")
     return requested, used
+
+
+def optimizer_info(optimizer) -> dict:
+    """The optimizer that really ran: its class, and for bitsandbytes its state bits and whether any
+    state tensor really lives in paged (CUDA unified) memory."""
+    from lab.ledger import optimizer_state_bytes
+
+    inner = getattr(optimizer, "optimizer", optimizer)
+    state = optimizer_state_bytes(inner)
+    info = {"ran": state["optimizer"], "state_bits": None, "paged_requested": False,
+            "paged": state["paged"] > 0, "paged_state_bytes": state["paged"]}
+    if hasattr(inner, "args") and hasattr(inner.args, "optim_bits"):
+        info.update(state_bits=int(inner.args.optim_bits), paged_requested=bool(inner.is_paged))
+    return info
 
 
 def _frozen_digest(model) -> str:
