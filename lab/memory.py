@@ -51,45 +51,64 @@ def _rss_bytes(field: str) -> int | None:
     return None
 
 
+CUDA_POOLS = ("allocated", "reserved", "active")
+
+
+def cuda_memory_record(baseline: dict, stats: dict) -> dict:
+    """The record of `torch.cuda.memory_stats()` dicts taken at the baseline and now (bytes).
+
+    Per pool (allocated: tensors; reserved: the caching allocator's segments; active: blocks in use,
+    including ones freed but awaiting their stream): the baseline, the current value, the current
+    and the peak above the baseline. The peak is the one since the baseline, which resets it.
+    allocation retries (cudaMalloc failed, cache flushed, tried again) and OOMs say how close the
+    run came to the device's limit.
+    """
+    out = {"device": "cuda", "unit": "bytes"}
+    for pool in CUDA_POOLS:
+        base = int(baseline.get(f"{pool}_bytes.all.current", 0))
+        current = int(stats.get(f"{pool}_bytes.all.current", 0))
+        out[f"baseline_{pool}"] = base
+        out[f"current_{pool}"] = current
+        out[f"current_{pool}_above_baseline"] = current - base
+        out[f"peak_{pool}_above_baseline"] = int(stats.get(f"{pool}_bytes.all.peak", 0)) - base
+    out["alloc_retries"] = int(stats.get("num_alloc_retries", 0)) - int(baseline.get("num_alloc_retries", 0))
+    out["ooms"] = int(stats.get("num_ooms", 0)) - int(baseline.get("num_ooms", 0))
+    return out
+
+
 class PeakMemory:
     """The device's peak memory above a baseline taken when this object is made.
 
-    CUDA: `torch.cuda` allocated / reserved / active peaks. CPU: the process's peak resident set
-    (VmHWM), reset at the baseline through /proc/self/clear_refs so an earlier job of the same
-    process (a multirun) cannot leak its peak into this one.
+    CUDA: `torch.cuda` allocated / reserved / active (`cuda_memory_record`). CPU: the process's peak
+    resident set (VmHWM), reset at the baseline through /proc/self/clear_refs so an earlier job of
+    the same process (a multirun) cannot leak its peak into this one; there are no allocator pools.
     """
 
     def __init__(self, device: str):
         self.device = device
-        self.note = None
+        self.notes = []
         if device == "cuda":
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
-            stats = torch.cuda.memory_stats()
-            self.baseline = {k: stats.get(f"{k}_bytes.all.current", 0) for k in ("allocated", "reserved", "active")}
+            self.baseline = torch.cuda.memory_stats()
         else:
             self.baseline = {"rss": _rss_bytes("VmRSS")}
+            self.notes.append("no CUDA allocator statistics on the CPU (allocated / reserved / active): the peak "
+                              "is the process's peak resident set above its baseline")
             try:
                 with open("/proc/self/clear_refs", "w") as f:
                     f.write("5")
             except OSError:
-                self.note = "could not reset the peak RSS: peak_rss_above_baseline may include earlier peaks"
+                self.notes.append("could not reset the peak RSS: peak_rss_above_baseline may include earlier peaks")
 
     def read(self) -> dict:
         if self.device == "cuda":
             torch.cuda.synchronize()
-            stats = torch.cuda.memory_stats()
-            out = {"device": "cuda", "unit": "bytes"}
-            for k, base in self.baseline.items():
-                out[f"peak_{k}_above_baseline"] = int(stats.get(f"{k}_bytes.all.peak", 0) - base)
-                out[f"baseline_{k}"] = int(base)
-            return out
+            return cuda_memory_record(self.baseline, torch.cuda.memory_stats())
         peak, base = _rss_bytes("VmHWM"), self.baseline["rss"]
-        out = {"device": "cpu", "unit": "bytes", "baseline_rss": base,
-               "peak_rss_above_baseline": None if peak is None or base is None else peak - base}
-        if self.note:
-            out["note"] = self.note
-        return out
+        return {"device": "cpu", "unit": "bytes", "baseline_rss": base,
+                "peak_rss_above_baseline": None if peak is None or base is None else peak - base,
+                "notes": self.notes}
 
 
 def ledger_probe():
