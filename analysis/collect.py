@@ -32,7 +32,8 @@ SHARED_SETTING_KEYS = [
     "config.dataset.data_seed", "provenance.device",
 ]
 METHOD_SETTING_KEYS = [
-    "targets", "config.method.learning_rate", "config.method.alpha", "config.method.dropout",
+    "targets", "config.method.learning_rate", "config.method.scaling", "config.method.use_dora",
+    "config.method.alpha", "config.method.dropout",
     "config.method.bias", "config.method.optimizer", "config.method.quant.type",
     "config.method.quant.double_quant", "config.method.quant.compute_dtype",
 ]

@@ -9,6 +9,15 @@ keeps that sweep's runs. Writes into --out: report.md (all of it), runs.csv (eve
 record, flattened), rank_vs_accuracy.{md,tex,csv,png}, memory.{md,tex,csv}, memory_breakdown.png,
 summary.{md,tex,csv} and, where a run matches a paper's setting, published.{md,tex,csv}. The
 tables are generated from the records each time; never edit them by hand.
+
+--tune-lr, for a sweep that tries several learning rates per cell (sweeps/sweep/rank_vs_accuracy_tuned.yaml),
+adds analysis.tuned: per cell the learning rate with the best mean validation score, its test
+result beside the default learning rate's with bootstrap intervals and the difference to full
+fine-tuning, the seed's claims judged held / not held, and the Pareto plots (tuned.{md,tex,csv,png},
+tuned_grid.*, claims.csv, pareto.{csv,png}):
+
+    python -m analysis.report --results results --sweep multirun/rank_vs_accuracy_tuned \
+        --out reports/rank_vs_accuracy_tuned --tune-lr
 """
 
 from __future__ import annotations
@@ -18,7 +27,7 @@ import json
 import os
 
 
-from analysis import memory_comparison, published, rank_vs_accuracy, tables
+from analysis import memory_comparison, published, rank_vs_accuracy, tables, tuned
 from analysis.collect import Collection, collect, describe, filter_rows
 from hydra_plugins.lab_sweeps.grouped_sweeper import SUMMARY_FILE
 
@@ -47,7 +56,7 @@ def select_sweep(collection: Collection, sweep: dict) -> tuple[Collection, list[
 
 
 def build(collection: Collection, out: str, metric: str = "auto", rank: int | None = None,
-          sweep_notes: list[str] | None = None, title: str = "Report") -> str:
+          sweep_notes: list[str] | None = None, title: str = "Report", tune_lr: bool = False) -> str:
     os.makedirs(out, exist_ok=True)
     runs = collection.runs
     runs.to_csv(os.path.join(out, "runs.csv"), index=False)
@@ -55,6 +64,10 @@ def build(collection: Collection, out: str, metric: str = "auto", rank: int | No
     parts = [f"# {title}", "", "## Records", "", "```", describe(collection), "```"]
     if sweep_notes:
         parts += ["", "Sweep jobs without a record:", "", *[f"- {n}" for n in sweep_notes]]
+
+    if tune_lr:
+        section, _ = tuned.write_all(tuned.build(runs, metric), out)
+        parts += ["", "## Learning rate chosen per cell on validation", "", section]
 
     rank_table = rank_vs_accuracy.build(runs, metric)
     rank_paths = rank_vs_accuracy.write(rank_table, out)
@@ -95,6 +108,8 @@ def main(argv: list[str] | None = None) -> None:
                                                           "test_perplexity for causal-LM runs)")
     parser.add_argument("--rank", type=int, help="LoRA/QLoRA rank of the summary rows (default: closest to 8)")
     parser.add_argument("--where", action="append", default=[], help="keep rows with COLUMN=VALUE (repeatable)")
+    parser.add_argument("--tune-lr", action="store_true", help="choose each cell's learning rate on validation "
+                                                                 "and compare with the default (analysis.tuned)")
     parser.add_argument("--wandb-project", help="also collect this W&B project (needs W&B online)")
     parser.add_argument("--wandb-entity")
     args = parser.parse_args(argv)
@@ -105,7 +120,7 @@ def main(argv: list[str] | None = None) -> None:
         collection, notes = select_sweep(collection, read_sweep(args.sweep))
         title = f"Report: sweep {args.sweep}"
     collection = Collection(filter_rows(collection.runs, args.where), collection.problems)
-    print(build(collection, args.out, args.metric, args.rank, notes, title))
+    print(build(collection, args.out, args.metric, args.rank, notes, title, args.tune_lr))
 
 
 if __name__ == "__main__":

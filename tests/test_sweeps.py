@@ -16,7 +16,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SWEEPS = sorted(p.stem for p in (ROOT / "sweeps" / "sweep").glob("*.yaml"))
 # Jobs per sweep: the grids the sweep files promise.
 EXPECTED_JOBS = {"quick": 14, "rank_vs_accuracy": 57, "smoke": 4, "method_comparison": 9, "model_size": 27,
-                 "lora_glue": 40, "lora_rank_targets": 48, "qlora_llama2_7b": 5}
+                 "lora_glue": 40, "lora_rank_targets": 48, "qlora_llama2_7b": 5, "rank_vs_accuracy_tuned": 99,
+                 "scaling_variants": 189}
 
 
 def sweep_jobs(name):
@@ -69,6 +70,26 @@ def test_rank_vs_accuracy_has_full_reference_and_nine_ranks():
     assert [seed for method, _, seed in cells if method == "full"] == [0, 1, 2]
     for method in ("lora", "qlora"):
         assert {rank for m, rank, _ in cells if m == method} == {1, 2, 4, 8, 16, 32, 64, 128, 256}
+
+
+def test_tuned_sweep_tries_each_default_learning_rate_among_three_per_cell():
+    base, jobs = sweep_jobs("rank_vs_accuracy_tuned")
+    assert (base.model.name, base.dataset.name) == ("minilm-l6", "movie-sentences")
+    grids: dict = {}
+    for job in jobs:
+        values = dict(o.split("=", 1) for o in job)
+        grids.setdefault((values["method"], int(values.get("rank", 0))), set()).add(float(values["method.learning_rate"]))
+    assert set(grids) == {("full", 0)} | {(m, r) for m in ("lora", "qlora") for r in (1, 4, 16, 64, 256)}
+    assert grids[("full", 0)] == {3e-5, 1e-4, 3e-4}
+    assert all(lrs == {5e-4, 2e-3, 8e-3} for cell, lrs in grids.items() if cell[0] != "full")
+    assert {s for _, _, s in job_cells(jobs)} == {0, 1, 2}
+
+
+def test_scaling_variants_cover_three_conventions_and_dora():
+    _, jobs = sweep_jobs("scaling_variants")
+    variants = {(dict(o.split("=", 1) for o in job)["method"], dict(o.split("=", 1) for o in job).get("method.scaling"))
+                for job in jobs}
+    assert variants == {("full", None), ("dora", None), ("lora", "alpha_2r"), ("lora", "fixed"), ("lora", "rslora")}
 
 
 def test_command_line_overrides_reach_every_group():
