@@ -347,7 +347,8 @@ def uncertainty_note() -> str:
     from analysis import uncertainty
 
     return (f"Intervals: percentile bootstrap over seeds, {uncertainty.RESAMPLES:,} resamples, generator seed "
-            f"{uncertainty.SEED}; with 3 seeds they understate the spread, so 'within noise' is a lenient bar.")
+            f"{uncertainty.SEED}; with a handful of seeds they understate the spread, so 'within noise' is a "
+            "lenient bar.")
 
 
 def main(argv: list[str] | None = None) -> None:
