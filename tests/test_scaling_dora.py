@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+from analysis.ledger_vs_estimate import compare
 from conftest import compose_run
 from lab import accounting, methods, models
 from lab.config import HELD_ALPHA, ConfigError, validate
@@ -103,3 +104,8 @@ def test_short_run_ends_ok_with_base_untouched(method, tmp_path):
     assert record["checks"]["frozen_base_unchanged"] is True
     assert record["checks"]["merge_max_abs_logit_diff"] < 1e-4
     assert 0 <= record["metrics"]["validation_accuracy"] <= 1
+    # The estimator's weights, gradients and optimizer state are the measured ledger's, DoRA or not;
+    # DoRA's saved activations have no formula, and the record says so.
+    row = compare(record)
+    assert row["weights+gradients+optimizer error"] == 0
+    assert ("DoRA" in (row["estimate_error"] or "")) == record["config"]["method"]["use_dora"]
