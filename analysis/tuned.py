@@ -51,7 +51,7 @@ def selection_metric(df: pd.DataFrame, metric: str) -> tuple[str, str | None]:
     records lack it and validation loss decides instead."""
     wanted = "validation_" + metric.removeprefix("test_")
     column = f"metrics.{wanted}"
-    if column in df and df[column].notna().all():
+    if not len(df) or (column in df and df[column].notna().all()):
         return wanted, None
     missing = int(df[column].isna().sum()) if column in df else len(df)
     return "validation_loss", (f"{missing} of {len(df)} records have no {wanted} (written before it was "
@@ -70,20 +70,15 @@ class Tuned:
     notes: list[str] = field(default_factory=list)
 
 
-def _values(series: pd.Series) -> list[float]:
-    return [float(v) for v in series]
-
-
 def per_learning_rate(runs: pd.DataFrame, metric: str, selection: str, keys: list[str]) -> pd.DataFrame:
     test, val = f"metrics.{metric}", f"metrics.{selection}"
     rows = []
     for group, here in runs.groupby(keys + ["lr"], dropna=False, sort=True):
         ok = here[(here["status"] == "ok") & here[test].notna() & here[val].notna()]
-        values = _values(tables.scaled(ok[test], metric))
+        values = [float(v) for v in tables.scaled(ok[test], metric)]
         row = dict(zip(keys + ["lr"], group))
         row.update({
             "n": len(ok), "diverged": int((here["status"] == "diverged").sum()),
-            "not_ok": int((here["status"] != "ok").sum()),
             "validation_mean": float(tables.scaled(ok[val], selection).mean()) if len(ok) else math.nan,
             "test_values": values, "seeds": [int(s) for s in ok["seed"]],
             "trainable_params": float(ok["params.trainable"].mean()) if "params.trainable" in ok else math.nan,
@@ -102,11 +97,11 @@ def choose(by_lr: pd.DataFrame, keys: list[str], selection: str, defaults: dict)
         default = defaults.get(cell["method"])
         at_default = here[np.isclose(here["lr"], default)] if default is not None else here.iloc[:0]
         if len(at_default):
-            rows.append({**at_default.iloc[0].to_dict(), "view": "default", "candidates": len(here)})
+            rows.append({**at_default.iloc[0].to_dict(), "view": "default"})
         eligible = here[(here["n"] > 0) & (here["diverged"] == 0)]
         if len(eligible):
             best = eligible.assign(_key=sign * eligible["validation_mean"]).sort_values(["_key", "lr"]).iloc[0]
-            rows.append({**best.drop("_key").to_dict(), "view": "tuned", "candidates": len(here)})
+            rows.append({**best.drop("_key").to_dict(), "view": "tuned"})
     return pd.DataFrame(rows)
 
 
@@ -144,7 +139,8 @@ def build(df: pd.DataFrame, metric: str = "auto", defaults: dict | None = None) 
     split = [k for k in split_keys(measured) if k not in LR_KEYS]
     keys = CELL + split
     specific = [k for k in split if k in METHOD_SETTING_KEYS]
-    runs = runs.assign(lr=runs[LR].astype(float), **{k: runs[k].map(hashable) for k in split})
+    lr = runs[LR].astype(float) if LR in runs else pd.Series(math.nan, index=runs.index)
+    runs = runs.assign(lr=lr, **{k: runs[k].map(hashable) for k in split})
     runs = runs[runs["status"].eq("diverged") | runs.index.isin(measured.index)]
     defaults = defaults if defaults is not None else default_learning_rates()
     by_lr = per_learning_rate(runs, metric, selection, keys)
@@ -189,9 +185,9 @@ def side_by_side(tuned: Tuned, digits: int = 2) -> pd.DataFrame:
         return pd.DataFrame()
     shown_shared = [k for k in tuned.keys if k not in tuned.specific + ["method", "rank"]
                     and cells[k].nunique() > 1]
-    unit = "%" if tables.is_fraction(tuned.metric) else ""
+    unit = " (%)" if tables.is_fraction(tuned.metric) else ""
     rows = []
-    for group, here in cells.groupby(tuned.keys, dropna=False, sort=False):
+    for _, here in cells.groupby(tuned.keys, dropna=False, sort=False):
         first = here.iloc[0]
         views = {v["view"]: v for _, v in here.iterrows()}
         row = {**({"setting": tables.setting_label(first, shown_shared)} if shown_shared else {}),
@@ -200,11 +196,11 @@ def side_by_side(tuned: Tuned, digits: int = 2) -> pd.DataFrame:
         for view in VIEWS:
             cell = views.get(view)
             name = "default LR" if view == "default" else "LR chosen on validation"
-            row[f"{name}"] = "" if cell is None else f"{cell['lr']:g}"
+            row[name] = "" if cell is None else f"{cell['lr']:g}"
             if view == "tuned":
                 row[f"validation {tuned.selection.removeprefix('validation_')} at it"] = (
                     "" if cell is None else f"{cell['validation_mean']:.{digits}f}")
-            row[f"test {tuned.metric.removeprefix('test_')}{unit and ' (%)'}: {view}"] = (
+            row[f"test {tuned.metric.removeprefix('test_')}{unit}: {view}"] = (
                 "" if cell is None else _summary(cell, digits))
             row[f"vs full FT: {view}"] = "" if cell is None else _difference(cell, digits)
         rows.append(row)
@@ -239,7 +235,8 @@ def grid_table(tuned: Tuned, digits: int = 2) -> pd.DataFrame:
 
 def plot(tuned: Tuned, path: str) -> str | None:
     """Test metric against rank, default learning rate (dashed) and validation-chosen (solid), with
-    95% bootstrap intervals; full fine-tuning as horizontal lines."""
+    95% bootstrap intervals; full fine-tuning as horizontal lines. Meant for one model and dataset
+    (narrow a mixed store with --where)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -286,7 +283,7 @@ def plot(tuned: Tuned, path: str) -> str | None:
 
 def _cells_csv(tuned: Tuned) -> pd.DataFrame:
     cells = tuned.cells.copy()
-    for column in ("test_values", "seeds"):
+    for column in ("test_values", "seeds") if len(cells) else ():
         cells[column] = cells[column].map(lambda v: " ".join(f"{x:g}" for x in v))
     return cells
 
