@@ -38,6 +38,7 @@ METHOD_SETTING_KEYS = [
     "config.method.quant.double_quant", "config.method.quant.compute_dtype",
 ]
 CELL = ["model", "dataset", "method", "rank"]
+QLORA_DORA = "qlora+dora"  # the `method` of a qlora record with method.use_dora
 
 
 @dataclass
@@ -112,6 +113,9 @@ def to_frame(records: list[dict]) -> pd.DataFrame:
     df = pd.json_normalize(records, sep=".")
     for column in ("rank", "seed"):
         df[column] = pd.to_numeric(df[column], errors="coerce").astype("Int64")
+    if "config.method.use_dora" in df:
+        # DoRA on the 4-bit base is its own row in every table, as DoRA (method=dora) is.
+        df.loc[(df["method"] == "qlora") & df["config.method.use_dora"].eq(True), "method"] = QLORA_DORA
     df["targets"] = [_targets(r) for r in records]
     # CUDA reports allocated bytes above the baseline, the CPU the resident set above it.
     peak = pd.Series(float("nan"), index=df.index)

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from analysis import tables, uncertainty
-from analysis.collect import CELL, METHOD_SETTING_KEYS, collect, filter_rows, hashable, split_keys
+from analysis.collect import CELL, METHOD_SETTING_KEYS, QLORA_DORA, collect, filter_rows, hashable, split_keys
 
 LR = "config.trainer.learning_rate"
 LR_KEYS = ("config.method.learning_rate", "config.trainer.learning_rate")
@@ -43,7 +43,8 @@ def default_learning_rates() -> dict[str, float]:
     from lab.config import METHODS
 
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        return {m: float(compose("train", overrides=[f"method={m}"]).method.learning_rate) for m in METHODS}
+        rates = {m: float(compose("train", overrides=[f"method={m}"]).method.learning_rate) for m in METHODS}
+    return {**rates, QLORA_DORA: rates["qlora"]}  # method.use_dora leaves the learning rate alone
 
 
 def selection_metric(df: pd.DataFrame, metric: str) -> tuple[str, str | None]:
@@ -205,7 +206,7 @@ def side_by_side(tuned: Tuned, digits: int = 2) -> pd.DataFrame:
             row[f"vs full FT: {view}"] = "" if cell is None else _difference(cell, digits)
         rows.append(row)
     table = pd.DataFrame(rows).fillna("")
-    order = {"full": 0, "lora": 1, "qlora": 2, "dora": 3}
+    order = {"full": 0, "lora": 1, "qlora": 2, "dora": 3, QLORA_DORA: 4}
     sort = table.assign(_m=[order.get(m.split(" ")[0], 9) for m in table["method"]],
                         _r=[-1 if r == "" else r for r in table["rank"]])
     return table.loc[sort.sort_values([*(["setting"] if shown_shared else []), "_m", "method", "_r"]).index]

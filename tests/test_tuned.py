@@ -10,7 +10,7 @@ import pytest
 from analysis import claims, pareto, report, tuned, uncertainty
 from analysis.collect import to_frame
 
-DEFAULTS = {"full": 1e-4, "lora": 2e-3, "qlora": 2e-3, "dora": 2e-3}
+DEFAULTS = {"full": 1e-4, "lora": 2e-3, "qlora": 2e-3, "dora": 2e-3, "qlora+dora": 2e-3}
 
 
 def record(method, rank, seed, lr, test, validation, status="ok", scaling="alpha_2r", trainable=None, ledger=None):
@@ -64,6 +64,16 @@ def test_records_without_validation_accuracy_fall_back_to_validation_loss_and_sa
     result = tuned.build(to_frame(records), "test_accuracy", DEFAULTS)
     assert result.selection == "validation_loss" and "validation_accuracy" in result.notes[0]
     assert result.cells.set_index("view").loc["tuned", "lr"] == 8e-3  # lowest validation loss
+
+
+def test_dora_on_the_4bit_base_is_its_own_row_at_qlora_s_default():
+    records = (grid("qlora", 4, {2e-3: [(0.8, 0.8)] * 2, 8e-3: [(0.7, 0.7)] * 2})
+               + [{**r, "run_id": r["run_id"] + "-dora", "config": {**r["config"], "method": {
+                   **r["config"]["method"], "use_dora": True}}}
+                  for r in grid("qlora", 4, {2e-3: [(0.6, 0.6)] * 2, 8e-3: [(0.75, 0.75)] * 2})])
+    cells = tuned.build(to_frame(records), "test_accuracy", DEFAULTS).cells.set_index(["method", "view"])
+    assert cells.loc[("qlora", "tuned"), "lr"] == 2e-3 and cells.loc[("qlora+dora", "tuned"), "lr"] == 8e-3
+    assert cells.loc[("qlora+dora", "default"), "mean"] == pytest.approx(60.0)
 
 
 def test_default_learning_rates_are_the_method_configs():
