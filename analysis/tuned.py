@@ -317,11 +317,16 @@ def write_all(tuned: Tuned, out_dir: str) -> tuple[str, dict]:
         parts += ["", "![default vs chosen learning rate](tuned.png)"]
     parts += ["", f"Every learning rate tried: [tuned_grid.md](tuned_grid.md). {uncertainty_note()}"]
 
-    judged = claims.judge_all(tuned.cells, shared_keys(tuned), tuned.specific) if len(tuned.cells) else []
-    if judged:
-        claims.to_frame(judged).to_csv(os.path.join(out_dir, "claims.csv"), index=False)
-        paths["claims"] = os.path.join(out_dir, "claims.csv")
-    parts += ["", "### The seed's claims on these runs", "", claims.markdown(judged)]
+    parts += ["", "### The seed's claims on these runs", ""]
+    # The rules' tolerance is in points of a score where higher is better (accuracy, F1).
+    if tables.is_fraction(tuned.metric):
+        judged = claims.judge_all(tuned.cells, shared_keys(tuned), tuned.specific) if len(tuned.cells) else []
+        if judged:
+            claims.to_frame(judged).to_csv(os.path.join(out_dir, "claims.csv"), index=False)
+            paths["claims"] = os.path.join(out_dir, "claims.csv")
+        parts.append(claims.markdown(judged))
+    else:
+        parts.append(f"(judged on accuracy-like metrics only; this report's metric is {tuned.metric})")
 
     parts += ["", "### Accuracy against cost (Pareto)", ""]
     higher = not tables.lower_is_better(tuned.metric)
