@@ -29,6 +29,9 @@ def quantization_config(cfg: DictConfig, device: str, head_modules: list[str]):
         bnb_4bit_quant_type=quant.type,
         bnb_4bit_use_double_quant=quant.double_quant,
         bnb_4bit_compute_dtype=compute_dtype(cfg, device),
+        # FSDP shards floating-point tensors only: the packed 4-bit codes are stored in the compute dtype.
+        bnb_4bit_quant_storage=compute_dtype(cfg, device) if OmegaConf.select(cfg, "distributed.mode") == "fsdp"
+        else torch.uint8,
         # Newly initialised heads must stay in full precision to train; transformers matches these
         # patterns from the start of a module's full name, hence the leading `.*`.
         llm_int8_skip_modules=[f".*{name}" for name in head_modules] or None,

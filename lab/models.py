@@ -108,7 +108,8 @@ def load_model(path: str, mcfg: DictConfig, dtype: torch.dtype, quantization_con
     kwargs = dict(dtype=dtype, quantization_config=quantization_config, trust_remote_code=mcfg.trust_remote_code,
                   use_safetensors=True)
     if quantization_config is not None:
-        kwargs["device_map"] = {"": device if device == "cpu" else 0}
+        # The current device: each process of a multi-process run has its own (lab.distributed.init).
+        kwargs["device_map"] = {"": device if device == "cpu" else torch.cuda.current_device()}
     try:
         if mcfg.task == "cls":
             model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=num_labels, **kwargs)

@@ -39,7 +39,7 @@ def semantic_config(cfg: DictConfig) -> dict:
     for key, before in (("scaling", "alpha_2r"), ("use_dora", False)):
         if method.get(key) in (before, None):
             method.pop(key, None)
-    return {
+    out = {
         "method": method,
         "rank": cfg.rank,
         "model": OmegaConf.to_container(cfg.model, resolve=True),
@@ -47,6 +47,13 @@ def semantic_config(cfg: DictConfig) -> dict:
         "trainer": trainer,
         "seed": cfg.seed,
     }
+    distributed = cfg.get("distributed")
+    if distributed is not None and distributed.mode != "none":
+        # N processes train on N times the batch, and sharding or offloading changes what is measured;
+        # single-process runs keep the ids they had before this key existed.
+        out["distributed"] = {**OmegaConf.to_container(distributed, resolve=True),
+                              "world_size": int(os.environ.get("WORLD_SIZE", 1))}
+    return out
 
 
 def run_id(cfg: DictConfig) -> str:

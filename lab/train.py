@@ -21,6 +21,7 @@ import traceback
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from lab import distributed
 from lab import record as rec
 from lab.config import ConfigError, check_results_writable, validate
 
@@ -39,12 +40,15 @@ CONF_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
 def main(cfg: DictConfig) -> dict | None:
     try:
-        return run(cfg)
+        record = run(cfg)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         if not _in_multirun():
             sys.exit(2)
         return None  # a sweep goes on with its other jobs
+    if record.get("status") in ("failed", "oom", "diverged") and int(os.environ.get("WORLD_SIZE", 1)) > 1:
+        sys.exit(1)  # the launcher then stops the other processes, which would wait for this one forever
+    return record
 
 
 def run(cfg: DictConfig) -> dict:
@@ -52,27 +56,38 @@ def run(cfg: DictConfig) -> dict:
     started = time.time()
     cfg = validate(cfg)
     check_results_writable(cfg.paths.results)
+    launched = distributed.launch(cfg)
+    device = resolve_device(cfg.device)
+    distributed.init(launched, device, cfg.distributed.backend)
 
     rid = rec.run_id(cfg)
     path = rec.record_path(cfg.paths.results, rid)
+    if not launched.is_main:
+        decision = distributed.share(launched)
+        if decision != "train":
+            return {"run_id": rid, "status": decision}
+        return _run_and_record(cfg, rid, path, started, device, launched)
     # One worker per run id: two launcher workers given the same config never both train it.
     with rec.run_lock(path) as held:
-        if not held:
+        existing = rec.read_record(path) if held else None
+        decision = ("running-elsewhere" if not held else "finished-earlier"
+                    if existing and existing["status"] == "ok" and cfg.skip_finished else "train")
+        distributed.share(launched, decision)
+        if decision == "running-elsewhere":
             print(f"[lab] {rid}: being run by another worker, skipped")
             return {"run_id": rid, "status": "running-elsewhere"}
-        existing = rec.read_record(path)
-        if existing and existing["status"] == "ok" and cfg.skip_finished:
+        if decision == "finished-earlier":
             print(f"[lab] {rid}: finished earlier (ok), skipped; {path}")
             return existing
         if existing is None and os.path.exists(path):
             log.warning("unreadable record at %s (corrupt or from an older version): rerunning", path)
-        return _run_and_record(cfg, rid, path, started)
+        return _run_and_record(cfg, rid, path, started, device, launched)
 
 
-def _run_and_record(cfg: DictConfig, rid: str, path: str, started: float) -> dict:
+def _run_and_record(cfg: DictConfig, rid: str, path: str, started: float, device: str,
+                    launched: distributed.Launch) -> dict:
     import torch
 
-    device = resolve_device(cfg.device)
     if cfg.trainer.threads:
         torch.set_num_threads(cfg.trainer.threads)
     config = rec.scrub_secrets(OmegaConf.to_container(cfg, resolve=True))
@@ -80,10 +95,12 @@ def _run_and_record(cfg: DictConfig, rid: str, path: str, started: float) -> dic
               "model": cfg.model.name, "dataset": cfg.dataset.name, "seed": cfg.seed, "notes": []}
     from lab.tracking import Tracker
 
-    tracker = Tracker(cfg, rid, config, group=_sweep_group())
+    # One W&B run per run: only rank 0 opens it.
+    tracked = cfg if launched.is_main else OmegaConf.merge(cfg, {"logger": {"name": "none"}})
+    tracker = Tracker(tracked, rid, config, group=_sweep_group())
     failure = None
     try:
-        record.update(train_and_evaluate(cfg, device, rid, tracker, record["notes"]))
+        record.update(train_and_evaluate(cfg, device, rid, tracker, record["notes"], launched))
         record["status"] = "ok"
     except ConfigError:  # found once the model's structure is known (e.g. a target it lacks)
         tracker.finish({"status": "invalid-config"})
@@ -94,6 +111,9 @@ def _run_and_record(cfg: DictConfig, rid: str, path: str, started: float) -> dic
         record.update(status="oom" if is_out_of_memory(err) else "failed", error=f"{type(err).__name__}: {err}")
         failure = traceback.format_exc()
         log.error("run %s %s: %s", rid, record["status"], record["error"])
+    if not launched.is_main:
+        tracker.finish({})
+        return record
     traceback_path = os.path.join(os.path.dirname(path), "traceback.txt")
     if failure:
         os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -129,7 +149,8 @@ def resolve_device(requested: str) -> str:
     return requested
 
 
-def train_and_evaluate(cfg: DictConfig, device: str, rid: str, tracker, notes: list[str]) -> dict:
+def train_and_evaluate(cfg: DictConfig, device: str, rid: str, tracker, notes: list[str],
+                       launched: distributed.Launch | None = None) -> dict:
     import datasets
     import torch
     from transformers import PrinterCallback, Trainer, set_seed
@@ -139,6 +160,7 @@ def train_and_evaluate(cfg: DictConfig, device: str, rid: str, tracker, notes: l
     from lab import evaluation, memory, methods, models
     from lab.data import collator, load_task_data, tokenize
 
+    launched = launched or distributed.Launch("none", 1, 0, 0)
     hf_logging.disable_progress_bar()
     datasets.disable_progress_bars()
     cache = os.path.expanduser(cfg.paths.cache)
@@ -172,15 +194,17 @@ def train_and_evaluate(cfg: DictConfig, device: str, rid: str, tracker, notes: l
         import bitsandbytes as bnb
 
         bnb.optim.GlobalOptimManager.get_instance().initialize()
+    timer = step_timer(device)
     trainer = Trainer(model=model, args=args, train_dataset=tokenized["train"], eval_dataset=tokenized["validation"],
                       data_collator=collator(tokenizer, data.task),
-                      callbacks=[divergence_guard(), memory.ledger_probe()])
+                      callbacks=[divergence_guard(), memory.ledger_probe(), timer])
     trainer.remove_callback(PrinterCallback)  # the record and the summary carry the numbers
     resume = get_last_checkpoint(args.output_dir) if os.path.isdir(args.output_dir) else None
     if resume:
         notes.append(f"resumed from {resume}")
     train_output = trainer.train(resume_from_checkpoint=resume)
     optimizer = trainer.optimizer.optimizer if hasattr(trainer.optimizer, "optimizer") else trainer.optimizer
+    ran = distributed.what_ran(trainer, launched, cfg, notes)
 
     metrics = evaluation.evaluate(trainer, tokenized, data, tokenizer, cfg, device)
     metrics["train_loss"] = train_output.training_loss
@@ -191,7 +215,9 @@ def train_and_evaluate(cfg: DictConfig, device: str, rid: str, tracker, notes: l
     # Read before the merge check, which builds a second copy of the model that training never holds.
     peak_memory = peak.read()
     checks = {"frozen_base_unchanged": None, "merge_max_abs_logit_diff": None}
-    if frozen_before is not None:
+    if frozen_before is not None and ran["ran"] == "FSDP":
+        notes.append("checks skipped under FSDP: each process holds only its shard of the base and adapters")
+    elif frozen_before is not None and launched.is_main:
         checks["frozen_base_unchanged"] = _frozen_digest(model) == frozen_before
         checks["merge_max_abs_logit_diff"] = evaluation.merge_gap(model, load_base, tokenized["test"],
                                                                   collator(tokenizer, data.task), device)
@@ -200,18 +226,22 @@ def train_and_evaluate(cfg: DictConfig, device: str, rid: str, tracker, notes: l
     return {
         "params": params,
         "metrics": metrics,
-        "memory": {"unit": "bytes", "weights": memory.weight_bytes(model), "peak": peak_memory,
+        "memory": {"unit": "bytes", "scope": memory_scope(ran), "weights": memory.weight_bytes(model),
+                   "peak": peak_memory,
                    **memory.ledger(trainer, model, cfg, device)},
         "optimizer": {"requested": choose_optimizer(cfg, device)[0], "trainer_optim": args.optim,
                       **optimizer_info(optimizer)},
         "checks": checks,
+        "distributed": ran,
         "timing": {
             "train_seconds": round(runtime, 3),
             "train_steps": trainer.state.global_step,
+            "step_seconds": timer.seconds,
             "train_samples_per_second": train_output.metrics.get("train_samples_per_second"),
             "train_tokens": tokens,
             "train_tokens_per_second": tokens / runtime if runtime else None,
-            "tokens_counted": "non-padding input tokens of the training batches (prompt and response)",
+            "tokens_counted": "non-padding input tokens of the training batches (prompt and response), "
+                              "summed over all processes",
         },
         "label_names": data.label_names,
         "precision": "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32",
@@ -263,6 +293,7 @@ def training_arguments(cfg: DictConfig, device: str, rid: str, report_to: list[s
         seed=cfg.seed,
         data_seed=cfg.seed,
         include_num_input_tokens_seen="non_padding",
+        **distributed.training_arguments(cfg),
         disable_tqdm=True,
         dataloader_num_workers=0,
     )
@@ -298,6 +329,46 @@ def optimizer_info(optimizer) -> dict:
     if hasattr(inner, "args") and hasattr(inner.args, "optim_bits"):
         info.update(state_bits=int(inner.args.optim_bits), paged_requested=bool(inner.is_paged))
     return info
+
+
+def memory_scope(ran: dict) -> str:
+    if ran["world_size"] == 1:
+        return "the one process"
+    held = "its shards of the weights, gradients and optimizer state" if ran["ran"] == "FSDP" else "a full replica"
+    return f"rank 0 of {ran['world_size']} processes, holding {held}"
+
+
+def step_timer(device: str):
+    """A TrainerCallback keeping each optimizer step's wall time (seconds); on CUDA it waits for the
+    step's kernels, so a step is not timed as the moment its launches were queued."""
+    from transformers import TrainerCallback
+
+    class StepTimer(TrainerCallback):
+        def __init__(self):
+            self.seconds: list[float] = []
+            self.last = None
+
+        def _now(self):
+            if device == "cuda":
+                import torch
+
+                torch.cuda.synchronize()
+            return time.perf_counter()
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.last = self._now()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            now = self._now()
+            self.seconds.append(round(now - self.last, 6))
+            self.last = now
+
+        def on_evaluate(self, args, state, control, **kwargs):
+            self.last = self._now()  # evaluating or saving inside training is no step's time
+
+        on_save = on_evaluate
+
+    return StepTimer()
 
 
 def _frozen_digest(model) -> str:
