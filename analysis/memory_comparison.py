@@ -33,9 +33,9 @@ METHOD_ORDER = {"full": 0, "lora": 1, "qlora": 2}
 
 
 def byte_categories(df: pd.DataFrame) -> list[str]:
-    """Columns holding bytes under `memory`, except the measured peak (drawn on its own) and totals
-    (which would count their parts twice)."""
-    found = [c for c in df.columns if c.startswith("memory.") and not c.startswith("memory.peak.")
+    """Columns holding bytes under `memory`, except the measured peak (drawn on its own), totals
+    and `memory.placement` (host / device splits of the same bytes), which would count them twice."""
+    found = [c for c in df.columns if c.startswith("memory.") and not c.startswith(("memory.peak.", "memory.placement."))
              and c != "memory.unit" and "total" not in c and pd.api.types.is_numeric_dtype(df[c])]
     return sorted(found, key=lambda c: not c.startswith("memory.weights."))  # weights at the bottom of a bar
 

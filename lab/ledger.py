@@ -10,6 +10,11 @@
   gradient checkpointing the checkpoint closures' keyword tensors (rotary cos/sin, position ids,
   masks) are added: the checkpoint holds them without passing them through the hooks.
 
+`placement` splits weights, buffers, gradients and optimizer state into host (CPU memory) and
+device bytes, which differ under offloading (FSDP CPU offload keeps the first three and the
+optimizer state on the host); on a CPU-only run everything is host memory. Under FSDP the
+tensors counted are this process's shards.
+
 `ledger_total` adds the categories as if all were held at once (gradients are allocated during
 backward while the saved activations are being freed, so the two overlap only in part); the
 device's own measured peak (`lab.memory.PeakMemory`) also holds allocator caching, workspaces and
@@ -25,8 +30,39 @@ from collections import defaultdict
 import torch
 
 
+def _local(t: torch.Tensor) -> torch.Tensor:
+    """A DTensor's (FSDP2's) shard held by this process; any other tensor as it is."""
+    return t.to_local() if type(t).__name__ == "DTensor" else t
+
+
 def _storage_key(t: torch.Tensor) -> tuple:
+    t = _local(t)
     return (t.device.type, t.device.index, t.untyped_storage().data_ptr())
+
+
+def placement(tensors, nbytes=None) -> dict:
+    """Bytes of distinct storages by where they live: `host` (CPU memory) or `device`."""
+    out, seen = {"host": 0, "device": 0}, set()
+    for t in tensors:
+        t = _local(t)
+        key = _storage_key(t)
+        if key in seen:
+            continue
+        seen.add(key)
+        out["host" if t.device.type == "cpu" else "device"] += nbytes(t) if nbytes else t.untyped_storage().nbytes()
+    return out
+
+
+def weight_placement(model: torch.nn.Module) -> dict:
+    """Host / device bytes of the weights as `lab.memory.weight_bytes` counts them (4-bit constants with
+    their weight)."""
+    from lab.memory import quant_constant_bytes
+
+    def nbytes(p):
+        constants = quant_constant_bytes(p) if getattr(p, "quant_state", None) is not None else 0
+        return p.numel() * p.element_size() + constants
+
+    return placement(model.parameters(), nbytes)
 
 
 def _tensors(obj):
@@ -116,18 +152,18 @@ class SavedTensors:
 
 
 def gradient_bytes(model: torch.nn.Module) -> int:
-    seen = {}
-    for p in model.parameters():
-        if p.grad is not None:
-            seen[_storage_key(p.grad)] = p.grad.untyped_storage().nbytes()
-    return int(sum(seen.values()))
+    return int(sum(gradient_placement(model).values()))
+
+
+def gradient_placement(model: torch.nn.Module) -> dict:
+    return placement(p.grad for p in model.parameters() if p.grad is not None)
 
 
 def optimizer_state_bytes(optimizer) -> dict:
     """Bytes of the optimizer's state tensors, by state name; Python numbers (e.g. bnb's step) hold none."""
     inner = getattr(optimizer, "optimizer", optimizer)
     by_key: dict[str, int] = defaultdict(int)
-    seen, paged = set(), 0
+    seen, paged, where = set(), 0, {"host": 0, "device": 0}
     for state in inner.state.values():
         for name, value in state.items():
             if not isinstance(value, torch.Tensor):
@@ -136,11 +172,14 @@ def optimizer_state_bytes(optimizer) -> dict:
             if key in seen:
                 continue
             seen.add(key)
-            by_key[name] += value.untyped_storage().nbytes()
+            nbytes = _local(value).untyped_storage().nbytes()
+            by_key[name] += nbytes
+            # bitsandbytes' paged buffers are CUDA unified memory, reported as CUDA tensors.
+            where["host" if _local(value).device.type == "cpu" else "device"] += nbytes
             if getattr(value, "is_paged", False):
-                paged += value.untyped_storage().nbytes()
+                paged += nbytes
     return {"total": int(sum(by_key.values())), "by_key": dict(sorted(by_key.items())), "paged": paged,
-            "optimizer": f"{type(inner).__module__}.{type(inner).__name__}"}
+            "placement": where, "optimizer": f"{type(inner).__module__}.{type(inner).__name__}"}
 
 
 def measure_step(model: torch.nn.Module, batch: dict) -> dict:
@@ -165,6 +204,7 @@ def probe_callback():
             self.probe = None
             self.activations = None
             self.gradients = None
+            self.gradient_placement = None
 
         def on_step_begin(self, args, state, control, model=None, **kwargs):
             if self.probe is None and self.activations is None:
@@ -175,7 +215,8 @@ def probe_callback():
             if self.probe is not None:
                 self.probe.stop()
                 self.activations = self.probe.result()
-                self.gradients = gradient_bytes(model)
+                self.gradient_placement = gradient_placement(model)
+                self.gradients = int(sum(self.gradient_placement.values()))
                 self.probe = None
 
         def on_train_end(self, args, state, control, **kwargs):
@@ -212,7 +253,12 @@ def measured(trainer, model, cfg=None, device: str = "cpu") -> dict:
         "optimizer_state": optimizer["by_key"],
         "optimizer_state_paged_total": optimizer["paged"],
         "activations": acts["saved_for_backward"] if acts else None,
+        "placement": {"weights": weight_placement(model), "buffers": placement(model.buffers()),
+                      "gradients": probe.gradient_placement if probe else None,
+                      "optimizer_state": optimizer["placement"]},
     }
+    if device == "cpu":
+        out["placement_note"] = "CPU-only run: host and device are one memory, so every byte is counted as host"
     if acts is not None and probe.gradients is not None:
         out["ledger_total"] = (int(sum(weight_bytes(model).values())) + out["buffers"] + probe.gradients
                                + optimizer["total"] + acts["saved_for_backward"])

@@ -32,6 +32,8 @@ def weight_bytes(model: torch.nn.Module) -> dict[str, int]:
 
     for param in model.parameters():
         role = "trainable" if param.requires_grad else "frozen"
+        if type(param).__name__ == "DTensor":
+            param = param.to_local()  # FSDP2: this process's shard
         if type(param).__name__ == "Params4bit":
             add(f"{role}_4bit_packed", param.numel() * param.element_size())
             add(f"{role}_4bit_constants", quant_constant_bytes(param))
