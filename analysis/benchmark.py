@@ -330,6 +330,7 @@ def suite_window(model, prep: Prepared, device: str, warmup: int, steps: int) ->
     """Seconds per step of the suite's Trainer over `steps` steps after `warmup` steps."""
     clock = step_clock(device)
     trainer = suite_trainer(model, prep, device, [clock])
+    trainer.args.max_steps = warmup + steps
     trainer.train()
     ends = clock.end
     if len(ends) != warmup + steps:
