@@ -52,8 +52,9 @@ def test_offload_follows_the_config_and_rejects_unknown_values():
         accounting.estimate(plain, "cuda", 2, 16, offload="nvme")
 
 
-def test_cpu_run_ledger_places_every_byte_on_the_host(tmp_path):
-    memory = short_run("tiny-llama", "lora", str(tmp_path))["memory"]
+@pytest.mark.parametrize("method", ["lora", "qlora"])  # qlora: 4-bit constants placed with their weights
+def test_cpu_run_ledger_places_every_byte_on_the_host(tmp_path, method):
+    memory = short_run("tiny-llama", method, str(tmp_path))["memory"]
     where = memory["placement"]
     assert where["weights"] == {"host": sum(memory["weights"].values()), "device": 0}
     assert where["gradients"] == {"host": memory["gradients"], "device": 0}
