@@ -5,7 +5,9 @@
     lab-train -m method=lora,qlora rank=1,4,16  # a sweep (Hydra multirun)
 
 A job never raises into Hydra: a failure is recorded (`failed` / `oom` / `diverged`) and the
-launcher goes on with the next job. An invalid config fails before any model is built.
+launcher goes on with the next job. An invalid config fails before any model is built. A run of
+several processes (lab.distributed) is recorded by rank 0; a process whose run fails exits with status
+1 after the record is written, so that the launcher stops the others.
 """
 
 from __future__ import annotations
@@ -70,8 +72,12 @@ def run(cfg: DictConfig) -> dict:
     # One worker per run id: two launcher workers given the same config never both train it.
     with rec.run_lock(path) as held:
         existing = rec.read_record(path) if held else None
-        decision = ("running-elsewhere" if not held else "finished-earlier"
-                    if existing and existing["status"] == "ok" and cfg.skip_finished else "train")
+        if not held:
+            decision = "running-elsewhere"
+        elif existing and existing["status"] == "ok" and cfg.skip_finished:
+            decision = "finished-earlier"
+        else:
+            decision = "train"
         distributed.share(launched, decision)
         if decision == "running-elsewhere":
             print(f"[lab] {rid}: being run by another worker, skipped")
