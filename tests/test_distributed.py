@@ -136,3 +136,11 @@ def test_fsdp_on_the_cpu_runs_as_ddp_and_says_so(tmp_path):
     assert rec["distributed"]["cpu_offload"] is False
     assert any("FSDP needs GPUs" in note and "offloaded" in note for note in rec["notes"])
     assert rec["optimizer"]["requested"] == "adamw_torch"
+
+
+def test_a_failed_multi_process_run_is_recorded_and_exits_nonzero(tmp_path):
+    done = _torchrun(tmp_path, "distributed=ddp", "trainer.lr_scheduler=no-such-schedule")
+    assert done.returncode != 0  # each process exits 1, so a launcher never waits on a dead peer
+    (rec,) = _records(tmp_path)
+    assert rec["status"] == "failed" and "no-such-schedule" in rec["error"]
+    assert (tmp_path / rec["run_id"] / "traceback.txt").exists()
