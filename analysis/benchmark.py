@@ -316,12 +316,12 @@ def suite_trainer(model, prep: Prepared, device: str, extra_callbacks=()):
     from transformers import PrinterCallback, Trainer
 
     from lab.data import collator
-    from lab.train import divergence_guard
+    from lab.train import training_callbacks
 
     args = suite_arguments(prep, device, [])
     trainer = Trainer(model=model, args=args, train_dataset=prep.tokenized["train"],
                       eval_dataset=prep.tokenized["validation"], data_collator=collator(prep.tokenizer, prep.task),
-                      callbacks=[divergence_guard(), *extra_callbacks])
+                      callbacks=[*training_callbacks(device), *extra_callbacks])
     trainer.remove_callback(PrinterCallback)
     return trainer
 
@@ -820,12 +820,16 @@ def render(report: dict) -> str:
         lines += ["", "## Method costs (the suite's step)", "",
                   "Tokens are non-padding input tokens. FLOPs per step by the rule in the docstring "
                   "(trainable linear 6·in·out·t, frozen 4·in·out·t, attention 12·seq·d_attn per token and "
-                  f"layer); MFU against the {peak_name} matmul peak. Peak memory above the pre-load baseline "
-                  "(MB = 1e6 bytes), after loading the model and after the first training steps (weights, "
-                  "gradients, optimizer state, activations).", "",
+                  f"layer); MFU against the {peak_name} matmul peak. Weights: the exact bytes the parameters hold "
+                  "(4-bit codes and their constants for QLoRA; MB = 1e6 bytes). Peak memory: the process's peak "
+                  "resident set above the pre-load baseline, after loading the model and after the first "
+                  "training steps (gradients, optimizer state, activations). On the CPU that resident set also "
+                  "holds the pages of the memory-mapped checkpoint that loading read, which is why QLoRA's "
+                  "peak shows no 4-bit saving here although its weights column does; the run ledger "
+                  "(`python -m analysis.ledger_vs_estimate`) splits a run's bytes exactly.", "",
                   "| shape | method | batch×seq | params trainable / total | s/step | tokens/s | GFLOP/step | GFLOP/s | MFU "
-                  "| peak MB: load / training | optimizer |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "| weights MB | peak MB: load / training | optimizer |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for m in methods:
             c, f, s = m["case"], m["flops_per_step"], m["suite_step_s"]
             rate = f["total"] / s["median"]
@@ -833,7 +837,7 @@ def render(report: dict) -> str:
             mfu = f"{100 * rate / peak_rate:.0f}%" if peak_rate else "–"
             lines.append(f"| {c['name']} | {c['method']} | {c['batch']}×{c['seq']} | {millions(m['params']['trainable'])} / "
                          f"{millions(m['params']['total'])} | {fmt_range(s)} | {m['tokens_per_step'] / s['median']:.0f} "
-                         f"| {gflops(f['total'])} | {gflops(rate)} | {mfu} "
+                         f"| {gflops(f['total'])} | {gflops(rate)} | {mfu} | {mb(sum(m['weights'].values()))} "
                          f"| {mb(mem_bytes(m.get('memory_after_load')))} / {mb(mem)} | {m['optimizer']} |")
         lines += ["", "Ratios of step time (the suite's path, medians):", "",
                   "| shape | LoRA / full time | theory (FLOPs) | QLoRA / LoRA time | QLoRA / LoRA peak memory |",
@@ -977,7 +981,18 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--steps", type=int, default=None, help="timed steps per window")
     parser.add_argument("--warmup", type=int, default=None, help="untimed steps before each window")
     parser.add_argument("--out", default=os.path.join(ROOT, "docs"), help="folder for the .md, .json and .png")
+    parser.add_argument("--render", metavar="JSON", help="measure nothing: rewrite the .md (and .png) beside an "
+                        "earlier run's JSON, after a change to the report's layout")
     args = parser.parse_args(argv)
+    if args.render:
+        with open(args.render) as f:
+            report = json.load(f)
+        folder = os.path.dirname(os.path.abspath(args.render))
+        if "scaling" in report:
+            plot(report, os.path.join(folder, report["files"]["png"]))
+        with open(os.path.join(folder, report["files"]["md"]), "w") as f:
+            f.write(render(report))
+        return report
     sections = [s for s in args.sections.split(",") if s]
     unknown = set(sections) - set(SECTIONS)
     if unknown:

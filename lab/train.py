@@ -200,10 +200,10 @@ def train_and_evaluate(cfg: DictConfig, device: str, rid: str, tracker, notes: l
         import bitsandbytes as bnb
 
         bnb.optim.GlobalOptimManager.get_instance().initialize()
-    timer = step_timer(device)
+    callbacks = training_callbacks(device)
+    timer = callbacks[-1]
     trainer = Trainer(model=model, args=args, train_dataset=tokenized["train"], eval_dataset=tokenized["validation"],
-                      data_collator=collator(tokenizer, data.task),
-                      callbacks=[divergence_guard(), memory.ledger_probe(), timer])
+                      data_collator=collator(tokenizer, data.task), callbacks=callbacks)
     trainer.remove_callback(PrinterCallback)  # the record and the summary carry the numbers
     resume = get_last_checkpoint(args.output_dir) if os.path.isdir(args.output_dir) else None
     if resume:
@@ -342,6 +342,13 @@ def memory_scope(ran: dict) -> str:
         return "the one process"
     held = "its shards of the weights, gradients and optimizer state" if ran["ran"] == "FSDP" else "a full replica"
     return f"rank 0 of {ran['world_size']} processes, holding {held}"
+
+
+def training_callbacks(device: str) -> list:
+    """Every run's Trainer callbacks, the step timer last (analysis/benchmark.py times this same list)."""
+    from lab import memory
+
+    return [divergence_guard(), memory.ledger_probe(), step_timer(device)]
 
 
 def step_timer(device: str):
