@@ -770,7 +770,7 @@ def render(report: dict) -> str:
              "## Machine", "",
              f"- device: {prov['device']} ({prov['device_name']}), {prov['cpu_count']} logical CPUs, "
              f"torch threads {env['threads']}",
-             f"- CPU: {env['cpu_model']}",
+             f"- CPU: {env['cpu_model']}" + (f"; scheduling: {env['scheduling']}" if env.get("scheduling") else ""),
              f"- load average (1/5/15 min) at start: {' / '.join(f'{x:.2f}' for x in env['loadavg_start'])}; "
              f"at end: {' / '.join(f'{x:.2f}' for x in env['loadavg_end'])}",
              "- versions: " + ", ".join(f"{k} {v}" for k, v in prov["versions"].items() if v)
@@ -971,6 +971,16 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def scheduling() -> str | None:
+    """This process's nice value and, on Linux, its session's autogroup weight: on a shared machine
+    the autogroup, not the nice value, decides the benchmark's share of the cores."""
+    try:
+        with open("/proc/self/autogroup") as f:
+            return f"nice {os.nice(0)}, {f.read().strip()}"
+    except OSError:
+        return f"nice {os.nice(0)}"
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(prog="python -m analysis.benchmark", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller shapes and fewer repeats (about 2 min)")
@@ -1043,7 +1053,8 @@ def main(argv: list[str] | None = None) -> dict:
         "notes": [],
     }
     report["environment"] = {"provenance": rec.provenance(device), "threads": torch.get_num_threads(),
-                             "loadavg_start": loadavg_start, "cpu_model": cpu_model()}
+                             "loadavg_start": loadavg_start, "cpu_model": cpu_model(),
+                             "scheduling": scheduling()}
     log(f"device {device}, {torch.get_num_threads()} threads, load average {loadavg_start}")
     if device == "cpu" and loadavg_start[0] > 0.5:
         report["notes"].append(f"1-minute load average {loadavg_start[0]:.2f} at start: other processes shared "
