@@ -840,8 +840,9 @@ def render(report: dict) -> str:
                          f"| {gflops(f['total'])} | {gflops(rate)} | {mfu} | {mb(sum(m['weights'].values()))} "
                          f"| {mb(mem_bytes(m.get('memory_after_load')))} / {mb(mem)} | {m['optimizer']} |")
         lines += ["", "Ratios of step time (the suite's path, medians):", "",
-                  "| shape | LoRA / full time | theory (FLOPs) | QLoRA / LoRA time | QLoRA / LoRA peak memory |",
-                  "|---|---|---|---|---|"]
+                  "| shape | LoRA / full time | theory (FLOPs) | QLoRA / LoRA time | QLoRA / LoRA weight bytes "
+                  "| QLoRA / LoRA peak RSS |",
+                  "|---|---|---|---|---|---|"]
         for shape in dict.fromkeys(m["case"]["name"] for m in methods):
             by = {m["case"]["method"]: m for m in methods if m["case"]["name"] == shape}
             if not {"full", "lora", "qlora"} <= set(by):
@@ -849,8 +850,9 @@ def render(report: dict) -> str:
             t = {k: by[k]["suite_step_s"]["median"] for k in by}
             theory = by["lora"]["flops_per_step"]["total"] / by["full"]["flops_per_step"]["total"]
             mq, ml = mem_bytes(by["qlora"]["memory"]), mem_bytes(by["lora"]["memory"])
+            wq, wl = (sum(by[k]["weights"].values()) for k in ("qlora", "lora"))
             lines.append(f"| {shape} | {t['lora'] / t['full']:.2f} | {theory:.2f} | {t['qlora'] / t['lora']:.2f} "
-                         f"| {f'{mq / ml:.2f}' if mq and ml else '–'} |")
+                         f"| {wq / wl:.2f} | {f'{mq / ml:.2f}' if mq and ml else '–'} |")
         lines.append("")
 
     breakdown = report.get("breakdown")

@@ -133,11 +133,7 @@ def breakdown_plot(agg: pd.DataFrame, shown: list[str], path: str) -> str | None
     for a in axes[0]:
         a.tick_params(axis="x", labelsize=8)
         a.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return tables.save_figure(fig, path)
 
 
 def load_seed_summary(path: str = REFERENCE) -> dict:

@@ -86,8 +86,4 @@ def plot(frame: pd.DataFrame, metric: str, path: str) -> str | None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle(f"{metric} at the validation-chosen learning rate (95% bootstrap intervals) against cost", fontsize=11)
-    fig.tight_layout()
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return tables.save_figure(fig, path)

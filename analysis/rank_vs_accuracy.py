@@ -155,11 +155,7 @@ def plot(table: RankTable, path: str) -> str | None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle(f"{table.metric} vs LoRA rank: mean ± std over seeds", fontsize=11)
-    fig.tight_layout()
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return tables.save_figure(fig, path)
 
 
 def write(table: RankTable, out_dir: str, name: str = "rank_vs_accuracy") -> dict:

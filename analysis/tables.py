@@ -93,3 +93,14 @@ def setting_label(row: pd.Series, keys: list[str]) -> str:
         else:
             parts.append(f"{key.split('.')[-1]}={value}")
     return " · ".join(parts)
+
+
+def save_figure(fig, path: str) -> str:
+    """Lay out, write (creating the folder) and close a matplotlib figure; returns the path."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -275,11 +275,7 @@ def plot(tuned: Tuned, path: str) -> str | None:
     ax.set_title(f"{tuned.metric}: default vs validation-chosen learning rate (95% bootstrap intervals)", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return tables.save_figure(fig, path)
 
 
 def _cells_csv(tuned: Tuned) -> pd.DataFrame:
