@@ -9,7 +9,6 @@ no more and scores at least as well, one of the two strictly.
 
 from __future__ import annotations
 
-import os
 
 import numpy as np
 import pandas as pd
