@@ -28,7 +28,9 @@ demo: setup
 	$(BIN)/lab-train -m +sweep=quick
 	$(BIN)/python -m analysis.report --results results --sweep multirun/quick --out reports/quick
 
+# Imports flow one way (the contracts in pyproject.toml), then the tests.
 test: setup
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q
 
 clean:

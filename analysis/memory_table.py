@@ -2,7 +2,7 @@
 
     python -m analysis.memory_table [--batch 1] [--seq-len 512] [--out reports]
 
-Estimates (lab.accounting, meta device) of what one training step holds on a CUDA device, by
+Estimates (lab.memory.estimate, meta device) of what one training step holds on a CUDA device, by
 category: frozen and trainable weights by storage, gradients, optimizer state, activations saved
 for backward. Then the QLoRA paper's two 65B memory claims checked against the same estimator,
 the seed document's summary comparison regenerated from these numbers, and the bytes bitsandbytes
@@ -20,7 +20,7 @@ import time
 import torch
 import yaml
 
-from lab import accounting
+from lab.memory import estimate as accounting
 
 REFERENCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "reference")
 GB = 1e9
@@ -66,7 +66,7 @@ def smallest_device(nbytes: float) -> str:
 
 
 def estimate(model: str, method: str, batch: int, seq_len: int, overrides=(), **kwargs) -> dict:
-    cfg = accounting.compose(model, method, None if method == "full" else 8, None, list(overrides))
+    cfg = accounting.config_for(model, method, None if method == "full" else 8, None, list(overrides))
     return accounting.estimate(cfg, "cuda", batch, seq_len, **kwargs)
 
 
@@ -128,7 +128,7 @@ def qlora_claims(batch: int, seq_len: int) -> list[str]:
         f"{gb(full_lab['peak_estimate'])} | {'held' if full_lab['peak_estimate'] > 780 * GB else 'not held'} |",
     ]
     paper_like = ["method.targets=all-linear", "trainer.gradient_checkpointing=true"]
-    cfg = accounting.compose("llama-65b", "qlora", 64, None, paper_like)
+    cfg = accounting.config_for("llama-65b", "qlora", 64, None, paper_like)
     q = accounting.estimate(cfg, "cuda", batch, seq_len)
     resident = q["peak_estimate"] - q["optimizer_state_paged"]
     lab_default = estimate("llama-65b", "qlora", batch, seq_len)

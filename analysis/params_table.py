@@ -2,7 +2,7 @@
 
     python -m analysis.params_table [--out reports]
 
-For Llama-2 7B / 13B / 70B and Falcon-180B (conf/model/*.yaml, architectures from their public
+For Llama-2 7B / 13B / 70B and Falcon-180B (lab/conf/model/*.yaml, architectures from their public
 config.json) x LoRA ranks 1, 2, 8, 16, 512, 1024 x target sets qv, attn, all-linear, the model
 is built on the meta device (no weights) and LoRA applied by the suite's own `apply_method`;
 trainable and total are peft's counts, as a run records them. Beside them: the seed's value, the
@@ -19,6 +19,8 @@ import os
 import time
 
 import yaml
+
+from lab.memory.estimate import config_for, count_params
 
 REFERENCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "reference", "seed_tables.yaml")
 MODELS = {"llama2-7b": ("7B", 7e9), "llama2-13b": ("13B", 13e9), "llama2-70b": ("70B", 70e9),
@@ -58,14 +60,12 @@ def rule(rank: int, nominal: float) -> float:
 
 
 def count_rows() -> list[dict]:
-    from lab import accounting
-
     cells = seed_cells()
     rows = []
     for model, (column, nominal) in MODELS.items():
         for targets in TARGET_SETS:
             for rank in RANKS:
-                counts = accounting.count_params(accounting.compose(model, "lora", rank, targets))
+                counts = count_params(config_for(model, "lora", rank, targets))
                 expected = rule(rank, nominal)
                 rows.append({"model": model, "targets": targets, "rank": rank,
                              "trainable_params": counts["trainable"], "total_params": counts["total"],
@@ -85,7 +85,7 @@ def markdown(rows: list[dict]) -> str:
     cells = seed_cells()
     lines = ["# Trainable parameters of LoRA: exact counts beside the seed document's table", "",
              "Counted with peft (the suite's `apply_method` on a meta-device build of each public "
-             "architecture; conf/model/*.yaml name the config.json). Counts are parameters (not bytes); "
+             "architecture; lab/conf/model/*.yaml name the config.json). Counts are parameters (not bytes); "
              "k = 1e3, M = 1e6, B = 1e9. Cells: **ours** (seed's value).", ""]
     for targets in TARGET_SETS:
         lines += [f"## Targets `{targets}`", "", TARGET_MEANING[targets], "",

@@ -10,7 +10,7 @@ record, flattened), rank_vs_accuracy.{md,tex,csv,png}, memory.{md,tex,csv}, memo
 summary.{md,tex,csv} and, where a run matches a paper's setting, published.{md,tex,csv}. The
 tables are generated from the records each time; never edit them by hand.
 
---tune-lr, for a sweep that tries several learning rates per cell (sweeps/sweep/rank_vs_accuracy_tuned.yaml),
+--tune-lr, for a sweep that tries several learning rates per cell (lab/conf/sweep/rank_vs_accuracy_tuned.yaml),
 adds analysis.tuned: per cell the learning rate with the best mean validation score, its test
 result beside the default learning rate's with bootstrap intervals and the difference to full
 fine-tuning, the seed's claims judged held / not held, and the Pareto plots (tuned.{md,tex,csv,png},

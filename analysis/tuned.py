@@ -9,7 +9,7 @@ Per cell:
 - tuned: the learning rate whose runs have the best mean *validation* score over seeds (accuracy:
   highest; loss or perplexity: lowest). The test split never takes part in the choice. A learning
   rate with a diverged run is not eligible. Ties go to the smaller learning rate.
-- default: the method's default learning rate (conf/method/<name>.yaml), i.e. the untuned run.
+- default: the method's default learning rate (lab/conf/method/<name>.yaml), i.e. the untuned run.
 
 Each is reported as test metric mean ± sample std over seeds, its 95% percentile-bootstrap interval
 (analysis.uncertainty) and n, with the difference to full fine-tuning of the same setting under the
@@ -28,22 +28,15 @@ import numpy as np
 import pandas as pd
 
 from analysis import tables, uncertainty
+from lab.config import Method, compose
 from analysis.collect import CELL, METHOD_SETTING_KEYS, QLORA_DORA, collect, filter_rows, hashable, split_keys
 
 LR = "config.trainer.learning_rate"
 LR_KEYS = ("config.method.learning_rate", "config.trainer.learning_rate")
 VIEWS = ("default", "tuned")
-CONF_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "conf")
-
-
 def default_learning_rates() -> dict[str, float]:
     """Each method's learning rate when none is given, as `lab-train method=<name>` composes it."""
-    from hydra import compose, initialize_config_dir
-
-    from lab.config import METHODS
-
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        rates = {m: float(compose("train", overrides=[f"method={m}"]).method.learning_rate) for m in METHODS}
+    rates = {m: float(compose([f"method={m}"], validated=False).method.learning_rate) for m in Method.__members__}
     return {**rates, QLORA_DORA: rates["qlora"]}  # method.use_dora leaves the learning rate alone
 
 

@@ -9,6 +9,7 @@ import torch
 from omegaconf import DictConfig
 
 from lab import metrics as shipped
+from lab.methods import dequantized_merged_copy
 
 
 def evaluate(trainer, tokenized, data, tokenizer, cfg: DictConfig, device: str) -> dict:
@@ -68,8 +69,6 @@ def generation_metrics(model, data, tokenizer, cfg: DictConfig, device: str) -> 
 
 def merge_gap(model, load_base, test_split, collate, device: str, rows: int = 16) -> float:
     """Max |logit difference| between the adapter applied on the fly and merged into the weights."""
-    from lab.methods import dequantized_merged_copy
-
     batch = collate([test_split[i] for i in range(min(rows, len(test_split)))])
     batch = {k: v.to(model.device) for k, v in batch.items() if k != "labels"}
     model.eval()

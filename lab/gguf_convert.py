@@ -19,10 +19,12 @@ import os
 import shutil
 import tempfile
 
+import torch
 from omegaconf import DictConfig
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from lab.config import ConfigError
-from lab.fetch import SETUP, package_dir
+from lab.errors import ConfigError
+from lab.paths import SETUP, package_dir
 
 
 def gguf_location(mcfg: DictConfig) -> tuple[str, str]:
@@ -68,9 +70,6 @@ def converted_path(mcfg: DictConfig, cache_dir: str) -> str:
 
 
 def _convert(folder: str, name: str, out: str) -> None:
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
     gguf_model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
     config = gguf_model.config

@@ -2,31 +2,26 @@
 
 from __future__ import annotations
 
+import copy
+
+import bitsandbytes.functional as bnbf
 import torch
 from omegaconf import DictConfig, OmegaConf
+from peft import (LoraConfig, get_peft_model, get_peft_model_state_dict, prepare_model_for_kbit_training,
+                  set_peft_model_state_dict)
+from transformers import BitsAndBytesConfig
 
-from lab.config import ConfigError
-
-
-def compute_dtype(cfg: DictConfig, device: str) -> torch.dtype:
-    """Dtype of the frozen base weights and of 4-bit dequantization."""
-    if cfg.method.name == "qlora" and cfg.method.quant.compute_dtype != "auto":
-        return getattr(torch, cfg.method.quant.compute_dtype)
-    if device == "cuda" and cfg.method.name != "full" and torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    # Full fine-tuning keeps fp32 master weights (bf16 comes from autocast); the CPU computes in fp32.
-    return torch.float32
+from lab.decisions import compute_dtype
+from lab.errors import ConfigError
 
 
 def quantization_config(cfg: DictConfig, device: str, head_modules: list[str]):
     if cfg.method.name != "qlora":
         return None
-    from transformers import BitsAndBytesConfig
-
     quant = cfg.method.quant
     return BitsAndBytesConfig(
         load_in_4bit=True,
-        bnb_4bit_quant_type=quant.type,
+        bnb_4bit_quant_type=str(quant.type),
         bnb_4bit_use_double_quant=quant.double_quant,
         bnb_4bit_compute_dtype=compute_dtype(cfg, device),
         # FSDP shards floating-point tensors only: the packed 4-bit codes are stored in the compute dtype.
@@ -73,8 +68,6 @@ def apply_method(model, cfg: DictConfig, device: str):
         for param in model.parameters():
             param.requires_grad_(True)
         return model
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
-
     if cfg.method.name == "qlora" and not any(type(m).__name__ == "Linear4bit" for m in model.modules()):
         raise ConfigError("method", "qlora", f"a model with linear layers to quantize ({cfg.model.name} has none "
                           "left after model.head_modules)")
@@ -93,7 +86,7 @@ def apply_method(model, cfg: DictConfig, device: str):
         lora_alpha=cfg.method.alpha,
         lora_dropout=cfg.method.dropout,
         target_modules=targets,
-        bias=cfg.method.bias,
+        bias=str(cfg.method.bias),
         task_type="SEQ_CLS" if cfg.model.task == "cls" else "CAUSAL_LM",
         modules_to_save=list(cfg.model.head_modules) or None,
         use_rslora=cfg.method.scaling == "rslora",
@@ -112,11 +105,6 @@ def count_params(model) -> dict[str, int]:
     return {"trainable": int(trainable), "total": int(total)}
 
 
-def frozen_base_snapshot(model) -> dict[str, torch.Tensor]:
-    """Copies of the frozen base weights (packed 4-bit data included), to prove training left them alone."""
-    return {name: p.detach().clone() for name, p in model.named_parameters() if not p.requires_grad}
-
-
 def dequantized_merged_copy(peft_model, load_base):
     """The trained adapter merged into a plain floating-point copy of the base.
 
@@ -124,11 +112,6 @@ def dequantized_merged_copy(peft_model, load_base):
     on-the-fly outputs must agree up to float rounding (re-quantizing after the merge would not).
     `load_base()` returns a fresh unquantized base model.
     """
-    import bitsandbytes.functional as bnbf
-    import copy
-
-    from peft import get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
-
     base = load_base()
     quantized = {n: m for n, m in peft_model.base_model.model.named_modules() if type(m).__name__ == "Linear4bit"}
     plain = dict(base.named_modules())

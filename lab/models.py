@@ -14,8 +14,14 @@ import tempfile
 
 import torch
 from omegaconf import DictConfig, OmegaConf
+from tokenizers import Tokenizer, pre_tokenizers, processors
+from tokenizers.models import WordLevel
+from transformers import (AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer,
+                          PreTrainedTokenizerFast)
 
-from lab.config import ConfigError
+from lab import gguf_convert
+from lab.errors import ConfigError
+from lab.paths import package_dir
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "<s>", "</s>"]
 
@@ -25,12 +31,8 @@ def checkpoint_path(mcfg: DictConfig, cache_dir: str) -> str:
     if mcfg.source == "tiny":
         return _build_tiny(mcfg, cache_dir)
     if mcfg.source == "gguf":
-        from lab import gguf_convert
-
         return gguf_convert.converted_path(mcfg, cache_dir)
     if mcfg.source == "package":
-        from lab.fetch import package_dir
-
         folder = os.path.join(package_dir(mcfg.package, "model.package"), mcfg.path or "")
         if not os.path.isfile(os.path.join(folder, "config.json")):
             raise ConfigError("model.path", mcfg.path, f"a folder inside package {mcfg.package} with config.json "
@@ -49,8 +51,6 @@ def _build_tiny(mcfg: DictConfig, cache_dir: str) -> str:
     target = os.path.join(cache_dir, "models", f"{mcfg.name}-{digest}")
     if os.path.exists(os.path.join(target, "config.json")):
         return target
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
-
     arch = dict(arch)
     model_type = arch.pop("model_type")
     config = AutoConfig.for_model(model_type, **arch)
@@ -75,12 +75,9 @@ def _build_tiny(mcfg: DictConfig, cache_dir: str) -> str:
 
 def _word_level_tokenizer(vocab_size: int, model_type: str):
     """A whitespace word-level tokenizer over `w0 w1 ...`, the tokens the synthetic tasks use."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
-
     words = [f"w{i}" for i in range(vocab_size - len(SPECIAL_TOKENS))]
     vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS + words)}
-    core = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    core = Tokenizer(WordLevel(vocab, unk_token="[UNK]"))
     core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     if model_type == "bert":
         core.post_processor = processors.TemplateProcessing(
@@ -93,8 +90,6 @@ def _word_level_tokenizer(vocab_size: int, model_type: str):
 
 
 def load_tokenizer(path: str, mcfg: DictConfig):
-    from transformers import AutoTokenizer
-
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=mcfg.trust_remote_code)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -103,8 +98,6 @@ def load_tokenizer(path: str, mcfg: DictConfig):
 
 def load_model(path: str, mcfg: DictConfig, dtype: torch.dtype, quantization_config=None, num_labels=None,
                device: str = "cpu"):
-    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
-
     kwargs = dict(dtype=dtype, quantization_config=quantization_config, trust_remote_code=mcfg.trust_remote_code,
                   use_safetensors=True)
     if quantization_config is not None:

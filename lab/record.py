@@ -12,12 +12,8 @@ import fcntl
 import hashlib
 import json
 import os
-import platform
 import re
-import socket
-import subprocess
 import tempfile
-from importlib import metadata
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -122,37 +118,3 @@ def scrub_secrets(value):
     if isinstance(value, list):
         return [scrub_secrets(v) for v in value]
     return value
-
-
-def _git(*args: str) -> str | None:
-    here = os.path.dirname(os.path.abspath(__file__))
-    try:
-        return subprocess.run(["git", *args], cwd=here, capture_output=True, text=True, timeout=10,
-                              check=True).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def provenance(device: str) -> dict:
-    import torch
-
-    versions = {}
-    for pkg in ("lab", "torch", "transformers", "peft", "bitsandbytes", "accelerate", "datasets", "evaluate",
-                "hydra-core", "omegaconf", "wandb"):
-        try:
-            versions[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            versions[pkg] = None
-    status = _git("status", "--porcelain", "--untracked-files=no")
-    return {
-        "versions": versions,
-        "python": platform.python_version(),
-        "git_commit": _git("rev-parse", "HEAD"),
-        "git_dirty": None if status is None else bool(status),
-        "device": device,
-        "device_name": torch.cuda.get_device_name(0) if device == "cuda" else (platform.processor() or platform.machine()),
-        "torch_threads": torch.get_num_threads(),
-        "cpu_count": os.cpu_count(),
-        "host": socket.gethostname(),
-        "platform": platform.platform(),
-    }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 
+import wandb
 from omegaconf import DictConfig
 
 log = logging.getLogger(__name__)
@@ -34,15 +35,13 @@ class Tracker:
         if cfg.logger.name != "wandb":
             return
         try:
-            import wandb
-
             self.mode = wandb_mode(cfg.logger.mode)
             rank = "" if cfg.rank is None else f"-r{cfg.rank}"
             self.run = wandb.init(
                 project=cfg.logger.project, entity=cfg.logger.entity, mode=self.mode,
                 name=f"{cfg.method.name}{rank}-{cfg.model.name}-{cfg.dataset.name}-s{cfg.seed}",
                 group=cfg.logger.group or group or run_id, id=None,
-                tags=[cfg.method.name, cfg.model.name, cfg.dataset.name, *cfg.logger.tags],
+                tags=[str(cfg.method.name), cfg.model.name, cfg.dataset.name, *cfg.logger.tags],
                 config=config, reinit="finish_previous", settings=wandb.Settings(silent=True),
             )
             self.run_path = self.run.path

@@ -9,4 +9,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 WANDB_MODE=disabled
-exec "${PYTHON:-.venv/bin/python}" -m lab.device_check "$@"
+exec "${PYTHON:-.venv/bin/python}" -m bench.device_check "$@"

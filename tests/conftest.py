@@ -2,10 +2,11 @@ import os
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
+
+from lab.config import compose
 
 ROOT = Path(__file__).resolve().parents[1]
-CONF = ROOT / "conf"
+CONF = ROOT / "lab" / "conf"
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
@@ -18,9 +19,8 @@ TINY_TRAINER = ["trainer.max_steps=150", "trainer.batch_size=32", "trainer.loggi
 
 def compose_run(overrides, results=None):
     """The config `lab-train <overrides>` would run (Hydra compose, no training)."""
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        extra = [f"paths.results={results}"] if results else []
-        return compose(config_name="train", overrides=[*overrides, *extra])
+    extra = [f"paths.results={results}"] if results else []
+    return compose([*overrides, *extra], validated=False)
 
 
 @pytest.fixture

@@ -7,8 +7,12 @@ import pytest
 import torch
 
 from analysis import memory_table, params_table
-from analysis.ledger_vs_estimate import ACTIVATION_TOLERANCE, WGO_TOLERANCE, compare, short_run
-from lab import accounting, ledger, methods, models
+from bench.ledger_vs_estimate import short_run
+from lab import methods, models
+from lab.decisions import compute_dtype
+from lab.memory import estimate as accounting
+from lab.memory import ledger
+from lab.memory.compare import ACTIVATION_TOLERANCE, WGO_TOLERANCE, compare
 
 GB = 1e9
 
@@ -40,17 +44,17 @@ def test_double_quantization_costs_what_the_qlora_paper_says_plus_per_matrix_cod
 # ---- exact counts of the hub architectures (meta device) -----------------------------------------
 
 def test_llama2_counts_are_exact_and_70b_uses_grouped_query_attention():
-    seven = accounting.count_params(accounting.compose("llama2-7b", "lora", 8, "qv"))
+    seven = accounting.count_params(accounting.config_for("llama2-7b", "lora", 8, "qv"))
     assert seven == {"trainable": 32 * 2 * 8 * (4096 + 4096), "total": 6_738_415_616 + 4_194_304}
-    seventy = accounting.count_params(accounting.compose("llama2-70b", "lora", 1, "attn"))
+    seventy = accounting.count_params(accounting.config_for("llama2-70b", "lora", 1, "attn"))
     # q and o: 8192 -> 8192; k and v: 8192 -> 8 heads x 128 = 1024
     assert seventy["trainable"] == 80 * (2 * (8192 + 8192) + 2 * (8192 + 1024))
     assert seventy["total"] - seventy["trainable"] == 68_976_648_192
 
 
 def test_falcon_target_sets_mean_the_fused_projection():
-    qv = accounting.count_params(accounting.compose("falcon-180b", "lora", 1, "qv"))
-    attn = accounting.count_params(accounting.compose("falcon-180b", "lora", 1, "attn"))
+    qv = accounting.count_params(accounting.config_for("falcon-180b", "lora", 1, "qv"))
+    attn = accounting.count_params(accounting.config_for("falcon-180b", "lora", 1, "attn"))
     fused_out = (232 + 2 * 8) * 64
     assert qv["trainable"] == 80 * (14848 + fused_out)
     assert attn["trainable"] == qv["trainable"] + 80 * (14848 + 14848)
@@ -58,7 +62,7 @@ def test_falcon_target_sets_mean_the_fused_projection():
 
 @pytest.mark.parametrize("model,paper_trainable", [("roberta-base", 0.3e6), ("roberta-large", 0.8e6)])
 def test_roberta_lora_matches_the_lora_papers_table2_without_the_head(model, paper_trainable):
-    plan = accounting.Plan(accounting.compose(model, "lora", 8, "qv"))
+    plan = accounting.Plan(accounting.config_for(model, "lora", 8, "qv"))
     head = sum(p.numel() for n, p in plan.model.named_parameters() if p.requires_grad and "classifier" in n)
     adapters = plan.params()["trainable"] - head
     assert round(adapters, -5) == paper_trainable  # the paper rounds to 0.1M
@@ -76,7 +80,7 @@ def test_seed_rule_matches_20_of_its_24_cells():
 def test_params_table_writes_the_specified_columns(tmp_path):
     rows = []
     for rank in (1, 8):
-        counts = accounting.count_params(accounting.compose("llama2-7b", "lora", rank, "qv"))
+        counts = accounting.count_params(accounting.config_for("llama2-7b", "lora", rank, "qv"))
         rows.append({"model": "llama2-7b", "targets": "qv", "rank": rank, "trainable_params": counts["trainable"],
                      "total_params": counts["total"], "seed_value": params_table.seed_cells()[(rank, "7B")],
                      "seed_rule_2r_sqrtN": round(params_table.rule(rank, 7e9)),
@@ -113,7 +117,7 @@ def test_estimate_matches_the_measured_ledger(records, case):
     assert memory["ledger_total"] == (sum(memory["weights"].values()) + memory["buffers"] + memory["gradients"]
                                       + sum(memory["optimizer_state"].values()) + memory["activations"])
     # the run's own parameter count is the meta-device count
-    assert record["params"] == accounting.count_params(accounting.compose(case[0], case[1], record["rank"]))
+    assert record["params"] == accounting.count_params(accounting.config_for(case[0], case[1], record["rank"]))
 
 
 def test_ledger_categories_are_what_the_optimizer_and_autograd_hold(records):
@@ -142,7 +146,7 @@ TINY_ROBERTA = ["model.source=tiny", "model.architecture.hidden_size=64", "model
 
 def _measure(cfg, batch_size, seq_len, padded=False, token_types=False):
     checkpoint = models.checkpoint_path(cfg.model, cfg.paths.cache)
-    model = models.load_model(checkpoint, cfg.model, methods.compute_dtype(cfg, "cpu"),
+    model = models.load_model(checkpoint, cfg.model, compute_dtype(cfg, "cpu"),
                               methods.quantization_config(cfg, "cpu", list(cfg.model.head_modules)),
                               2 if cfg.model.task == "cls" else None, "cpu")
     model = methods.apply_method(model, cfg, "cpu")
@@ -172,7 +176,7 @@ def _measure(cfg, batch_size, seq_len, padded=False, token_types=False):
 ])
 def test_activation_formula_matches_measured_saved_tensors(model, method, targets, overrides, padded, token_types):
     extra = [o if not o.startswith("model.architecture.attention_probs") else "+" + o for o in overrides]
-    cfg = accounting.compose(model, method, None if method == "full" else 4, targets, extra)
+    cfg = accounting.config_for(model, method, None if method == "full" else 4, targets, extra)
     measured = _measure(cfg, 3, 12, padded, token_types)
     estimated = accounting.estimate(cfg, "cpu", 3, 12, padded=padded, token_types=token_types)
     assert estimated["activations"] == measured["activations"]["saved_for_backward"]
@@ -182,7 +186,7 @@ def test_activation_formula_matches_measured_saved_tensors(model, method, target
 def test_bitsandbytes_32bit_adamw_state_is_what_the_estimator_assumes():
     import bitsandbytes as bnb
 
-    cfg = accounting.compose("tiny-llama", "lora", 4, "qv")
+    cfg = accounting.config_for("tiny-llama", "lora", 4, "qv")
     plan = accounting.Plan(cfg)
     checkpoint = models.checkpoint_path(cfg.model, cfg.paths.cache)
     model = methods.apply_method(models.load_model(checkpoint, cfg.model, torch.float32), cfg, "cpu")
@@ -203,12 +207,12 @@ def test_memory_table_sizes_and_claims():
     assert memory_table.smallest_device(8.43 * GB).startswith("16 GB")
     assert memory_table.smallest_device(141 * GB).startswith("141 GB")
     assert memory_table.smallest_device(1193.36 * GB).startswith("15 x 80 GB")
-    cfg = accounting.compose("llama-65b", "full")
+    cfg = accounting.config_for("llama-65b", "full")
     full16 = accounting.estimate(cfg, "cuda", 1, 512, optimizer="paged_adamw_32bit", weights_dtype=torch.bfloat16,
                                  activations=False)
     params = full16["params"]["trainable"]
     assert full16["weights_gradients_optimizer"] == 12 * params > 780 * GB  # 2 + 2 + 4 + 4 bytes
-    qlora = accounting.estimate(accounting.compose("llama2-7b", "qlora", 8, "qv"), "cuda", 1, 512, activations=False)
+    qlora = accounting.estimate(accounting.config_for("llama2-7b", "qlora", 8, "qv"), "cuda", 1, 512, activations=False)
     quantized = qlora["weights"]["frozen_4bit_packed"] + qlora["weights"]["frozen_4bit_constants"]
     # every linear layer of the 32 blocks is 4-bit; embeddings and lm_head stay fp32 (peft's kbit prep)
     linear = 32 * (4 * 4096 * 4096 + 3 * 4096 * 11008)

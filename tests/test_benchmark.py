@@ -1,10 +1,11 @@
 """The benchmark's bookkeeping: FLOP counts against the closed-form rule, start-up timelines. No timings."""
 
 import pytest
+import torch
 
-from analysis import benchmark as bench
+from bench import cases, flops, loops, startup
 
-TINY = bench.llama(hidden=64, layers=2, heads=4, kv_heads=2, intermediate=128, vocab=512)
+TINY = cases.llama(hidden=64, layers=2, heads=4, kv_heads=2, intermediate=128, vocab=512)
 
 
 def closed_form(arch: dict, batch: int, seq: int, method: str, rank: int = 8) -> int:
@@ -24,32 +25,33 @@ def closed_form(arch: dict, batch: int, seq: int, method: str, rank: int = 8) ->
 
 @pytest.mark.parametrize("method", ["full", "lora", "qlora"])
 def test_step_flops_match_the_closed_form(method, tmp_path):
-    case = bench.Case("tiny", TINY, method, batch=2, seq=16)
-    prep = bench.prepare(case, steps=2, results=str(tmp_path))
-    model = bench.build_model(prep, "cpu")
-    flops = bench.step_flops(model, prep.cfg, case.batch, case.seq)
-    assert flops["total"] == closed_form(TINY, case.batch, case.seq, "full" if method == "full" else "lora")
+    case = cases.Case("tiny", TINY, method, batch=2, seq=16)
+    job = cases.prepare(case, steps=2, results=str(tmp_path), device="cpu")
+    job.setup_model()
+    counted = flops.step_flops(job.model, job.cfg, case.batch, case.seq)
+    assert counted["total"] == closed_form(TINY, case.batch, case.seq, "full" if method == "full" else "lora")
 
 
 def test_lora_costs_about_two_thirds_of_full(tmp_path):
-    arch = bench.SMOLLM2_135M
+    arch = cases.SMOLLM2_135M
     ratio = closed_form(arch, 4, 128, "lora") / closed_form(arch, 4, 128, "full")
     assert 0.66 < ratio < 0.70
 
 
 def test_rows_are_exactly_seq_tokens_for_both_tasks(tmp_path):
-    bert = dict(bench.MINILM_L6, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+    bert = dict(cases.MINILM_L6, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
                 vocab_size=512)
     for arch in (TINY, bert):
-        prep = bench.prepare(bench.Case("tiny", arch, "lora", batch=2, seq=20), steps=1, results=str(tmp_path))
-        assert {len(ids) for ids in prep.tokenized["train"]["input_ids"]} == {20}
+        job = cases.prepare(cases.Case("tiny", arch, "lora", batch=2, seq=20), steps=1, results=str(tmp_path),
+                            device="cpu")
+        assert {len(ids) for ids in job.tokenized["train"]["input_ids"]} == {20}
 
 
 def test_timeline_splits_a_multirun_into_jobs():
     events = {"python_up": [0.1], "imports_done": [5.0], "run_begin": [6.0, 20.0], "train_begin": [8.0, 21.0],
               "first_step_begin": [8.1, 21.1], "first_step_end": [9.0, 21.3], "train_end": [10.0, 22.0],
               "run_end": [12.0, 23.0], "exit": [23.5]}
-    first, second = bench.timeline(events, process_s=25.0)
+    first, second = startup.timeline(events, process_s=25.0)
     assert first["phases"]["imports"] == pytest.approx(4.9)
     assert first["phases"]["Hydra (compose / launch job)"] == pytest.approx(1.0)
     assert first["phases"]["exit"] is None and first["command_to_first_step_s"] == pytest.approx(8.1)
@@ -60,20 +62,14 @@ def test_timeline_splits_a_multirun_into_jobs():
 
 
 def test_interleaved_steps_take_turns_and_keep_counts(tmp_path):
-    case = bench.Case("tiny", TINY, "lora", batch=2, seq=16)
-    prep = bench.prepare(case, steps=4, results=str(tmp_path))
-    model = bench.build_model(prep, "cpu")
-    trainable = [p for p in model.parameters() if p.requires_grad]
+    case = cases.Case("tiny", TINY, "lora", batch=2, seq=16)
+    job = cases.prepare(case, steps=4, results=str(tmp_path), device="cpu")
+    job.setup_model()
+    trainable = [p for p in job.model.parameters() if p.requires_grad]
     before = [p.detach().clone() for p in trainable]
-    times = bench.interleaved(model, prep, "cpu", warmup=1, steps=3, clip=1.0)
+    times = loops.interleaved(job, warmup=1, steps=3, clip=1.0)
     assert set(times) == {"suite", "plain", "plain + clip"}
     assert all(len(v) == 3 and all(t > 0 for t in v) for v in times.values())
     # All three trained the shared adapters, and the last twin step cleared its gradients.
-    assert any(not torch_equal(a, b) for a, b in zip(before, trainable))
+    assert any(not torch.equal(a, b) for a, b in zip(before, trainable))
     assert all(p.grad is None for p in trainable)
-
-
-def torch_equal(a, b) -> bool:
-    import torch
-
-    return torch.equal(a, b)

@@ -7,7 +7,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from conftest import TINY_TRAINER, compose_run
+from conftest import CONF, TINY_TRAINER, compose_run
 from lab import methods, models
 from lab.config import validate
 from lab.train import run
@@ -61,7 +61,7 @@ def test_record_has_every_field_and_is_on_disk(records, case, tmp_path):
 
 
 def _arch(model):
-    return OmegaConf.load(f"conf/model/{model}.yaml").architecture
+    return OmegaConf.load(CONF / "model" / f"{model}.yaml").architecture
 
 
 def test_trainable_counts_match_the_lora_formula(records):

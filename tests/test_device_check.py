@@ -1,11 +1,12 @@
-"""The device check's CPU smoke mode (scripts/gpu_check.sh --cpu-smoke): every path of the GPU check
-but the CUDA-only calls, on tiny random-init Llama models, into one JSON."""
+"""The device check's CPU smoke mode (bench.device_check; scripts/gpu_check.sh --cpu-smoke): every path
+of the GPU check but the CUDA-only calls, on tiny random-init Llama models, into one JSON."""
 
 import json
 
 import pytest
 
-from lab import accounting, device_check
+from bench import device_check
+from lab.memory.estimate import config_for, count_params
 
 EXPECTED_RUNS = [("llama-smoke-a", "full"), ("llama-smoke-a", "lora"), ("llama-smoke-a", "qlora"),
                  ("llama-smoke-a", "qlora"), ("llama-smoke-b", "full"), ("llama-smoke-b", "lora"),
@@ -57,7 +58,7 @@ def test_gpu_models_are_the_stated_sizes():
     sizes = {}
     for name, arch in device_check.GPU_MODELS.items():
         overrides = device_check.run_overrides(name, arch, "full", None, [], device_check.GPU_SHAPE, "/tmp/unused")
-        sizes[name] = accounting.count_params(accounting.compose("tiny-llama", "full", None, None, overrides))["total"]
+        sizes[name] = count_params(config_for("tiny-llama", "full", None, None, overrides))["total"]
     assert 0.45e9 < sizes["llama-0.5b"] < 0.55e9
     assert 1.4e9 < sizes["llama-1.5b"] < 1.6e9
 

@@ -1,7 +1,7 @@
 """The device memory record: CUDA allocator statistics parsed from a `torch.cuda.memory_stats()`
 shaped dict (the real call needs a GPU), and the CPU's record without them."""
 
-from lab.memory import PeakMemory, cuda_memory_record
+from lab.memory.measure import PeakMemory, cuda_memory_record
 
 MiB = 2**20
 

@@ -3,15 +3,15 @@ CPU-only run every byte is host memory, and the ledger says so)."""
 
 import pytest
 
-from analysis.ledger_vs_estimate import short_run
-from lab import accounting
+from bench.ledger_vs_estimate import short_run
+from lab.memory import estimate as accounting
 
 CATEGORIES = ("weights", "buffers", "gradients", "optimizer_state", "activations")
 
 
 @pytest.fixture(scope="module")
 def cfg():
-    return accounting.compose("tiny-llama", "full")
+    return accounting.config_for("tiny-llama", "full")
 
 
 def _estimate(cfg, offload):
@@ -44,9 +44,9 @@ def test_full_fine_tuning_offload_arithmetic(cfg):
 
 
 def test_offload_follows_the_config_and_rejects_unknown_values():
-    offloaded = accounting.compose("tiny-llama", "full", overrides=["distributed=fsdp_offload"])
+    offloaded = accounting.config_for("tiny-llama", "full", overrides=["distributed=fsdp_offload"])
     assert accounting.estimate(offloaded, "cuda", 2, 16)["offload"] == "full"
-    plain = accounting.compose("tiny-llama", "full")
+    plain = accounting.config_for("tiny-llama", "full")
     assert accounting.estimate(plain, "cuda", 2, 16)["offload"] == "none"
     with pytest.raises(ValueError, match="offload"):
         accounting.estimate(plain, "cuda", 2, 16, offload="nvme")

@@ -4,11 +4,11 @@ optimizer-state bytes against bitsandbytes' real (CPU) 8-bit AdamW state."""
 import pytest
 from omegaconf import OmegaConf
 
-from analysis.ledger_vs_estimate import short_run
+from bench.ledger_vs_estimate import short_run
 from conftest import compose_run
-from lab import accounting
+from lab.memory import estimate as accounting
 from lab.config import ConfigError, validate
-from lab.train import choose_optimizer
+from lab.decisions import choose_optimizer
 
 
 def test_unknown_optimizer_lists_the_allowed_ones():
@@ -66,7 +66,7 @@ def test_8bit_adamw_state_is_what_the_estimator_counts(tmp_path, model, method, 
 
 
 def test_paged_8bit_estimate_pages_only_large_states_on_cuda():
-    cfg = accounting.compose("tiny-llama", "full", overrides=["model.architecture.vocab_size=4096",
+    cfg = accounting.config_for("tiny-llama", "full", overrides=["model.architecture.vocab_size=4096",
                                                                 "method.optimizer=paged_adamw_8bit"])
     embed = lm_head = 4096 * 64  # both over bitsandbytes' 1e5-element paging threshold
     cuda = accounting.Plan(cfg, "cuda").optimizer_bytes()

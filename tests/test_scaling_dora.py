@@ -5,9 +5,10 @@ import math
 import pytest
 import torch
 
-from analysis.ledger_vs_estimate import compare
+from lab.memory.compare import compare
 from conftest import compose_run
-from lab import accounting, methods, models
+from lab import methods, models
+from lab.memory import estimate as accounting
 from lab.config import HELD_ALPHA, ConfigError, validate
 from lab.record import run_id, semantic_config
 from lab.train import run
@@ -89,7 +90,7 @@ def test_estimator_counts_dora_exactly_as_peft(model, method):
                      and "default" in m.lora_magnitude_vector)
     assert counted["trainable"] == lora.params()["trainable"] + magnitudes
     trainable_bytes = {k: v for k, v in plan.weight_bytes().items() if k.startswith("trainable")}
-    from lab.memory import weight_bytes
+    from lab.memory.measure import weight_bytes
     assert trainable_bytes == {k: v for k, v in weight_bytes(peft_model).items() if k.startswith("trainable")}
 
 

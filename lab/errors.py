@@ -1,0 +1,13 @@
+"""The one exception a user's mistake raises: which key, what it was, and what is allowed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """An invalid config value: says which key, what it was, and what is allowed."""
+
+    def __init__(self, key: str, value: Any, allowed: str):
+        self.key, self.value, self.allowed = key, value, allowed
+        super().__init__(f"invalid config: {key}={value!r}; allowed: {allowed}")

@@ -1,0 +1,264 @@
+"""One fine-tuning job, as named steps: setup (data, model, Trainer) -> train -> evaluate -> measure.
+
+    job = FineTune(cfg, device, run_id)
+    fields = job.run()          # setup_data, setup_model, setup_trainer, train, evaluate, measure
+
+The Hydra app (lab.train) validates the config, holds the run's lock, maps a failure to a status and
+writes the record; this module only runs the job. The benchmark (bench/) times this same setup and
+Trainer: `setup_trainer` is the one place a Trainer is built.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+
+import bitsandbytes as bnb
+import datasets
+import torch
+from omegaconf import DictConfig, OmegaConf
+from transformers import PrinterCallback, Trainer, TrainingArguments, set_seed
+from transformers.trainer_utils import get_last_checkpoint
+from transformers.utils import logging as hf_logging
+
+from lab import distributed, evaluation, methods, models
+from lab.callbacks import DivergenceGuard, Diverged, StepTimer
+from lab.data import load_task_data
+from lab.data.encode import collator, tokenize
+from lab.decisions import choose_optimizer, compute_dtype, precision, resolve_device
+from lab.memory import ledger
+from lab.memory.ledger import LedgerProbe, optimizer_state_bytes
+from lab.memory.measure import PeakMemory, weight_bytes
+from lab.provenance import provenance
+from lab.record import scrub_secrets
+from lab.tracking import Tracker
+
+__all__ = ["FineTune", "resolve_device", "training_arguments"]
+log = logging.getLogger("lab")
+SINGLE_PROCESS = distributed.Launch("none", 1, 0, 0)
+
+
+class FineTune:
+    """A configured job. Each step keeps what later steps need on `self`."""
+
+    def __init__(self, cfg: DictConfig, device: str, run_id: str, launched: distributed.Launch = SINGLE_PROCESS,
+                 group: str | None = None):
+        self.cfg, self.device, self.run_id, self.launched = cfg, device, run_id, launched
+        self.notes: list[str] = []
+        self.cache = os.path.expanduser(cfg.paths.cache)
+        self.config = scrub_secrets(OmegaConf.to_container(cfg, resolve=True))
+        # One W&B run per run: only rank 0 opens it.
+        tracked = cfg if launched.is_main else OmegaConf.merge(cfg, {"logger": {"name": "none"}})
+        self.tracker = Tracker(tracked, run_id, self.config, group)
+        if cfg.trainer.threads:
+            torch.set_num_threads(cfg.trainer.threads)
+
+    def run(self) -> dict:
+        """The record's fields of a job that trained to the end."""
+        self.setup_data()
+        self.setup_model()
+        self.setup_trainer()
+        self.train()
+        metrics = self.evaluate()
+        return {"metrics": metrics, **self.measure()}
+
+    # ---- setup ------------------------------------------------------------------------------------
+
+    def setup_data(self) -> None:
+        hf_logging.disable_progress_bar()
+        datasets.disable_progress_bars()
+        self.data = load_task_data(self.cfg.dataset, self.cache)
+        self.checkpoint = models.checkpoint_path(self.cfg.model, self.cache)
+        self.tokenizer = models.load_tokenizer(self.checkpoint, self.cfg.model)
+        self.tokenized = tokenize(self.data, self.tokenizer, self.cfg.model.max_length)
+        self.collate = collator(self.tokenizer, self.data.task)
+
+    def setup_model(self) -> None:
+        """The base (4-bit for QLoRA) with the method applied; the peak-memory baseline is taken first."""
+        cfg = self.cfg
+        set_seed(cfg.seed)
+        self.peak = PeakMemory(self.device)
+        self.dtype = compute_dtype(cfg, self.device, self.notes)
+        for note in self.notes:
+            log.warning(note)
+        self.model = self.load_base(methods.quantization_config(cfg, self.device, list(cfg.model.head_modules)))
+        self.model = methods.apply_method(self.model, cfg, self.device)
+        self.params = methods.count_params(self.model)
+        self.frozen_before = frozen_digest(self.model) if cfg.method.name != "full" else None
+
+    def load_base(self, quantization=None):
+        num_labels = len(self.data.label_names) if self.data.label_names else None
+        return models.load_model(self.checkpoint, self.cfg.model, self.dtype, quantization, num_labels, self.device)
+
+    def setup_trainer(self, extra_callbacks=()) -> Trainer:
+        """A Trainer over the model with the run's arguments and callbacks (plus `extra_callbacks`)."""
+        self.args = training_arguments(self.cfg, self.device, self.run_id, self.tracker.report_to, self.notes)
+        if "8bit" in self.args.optim:
+            # The Trainer registers 32-bit overrides for embeddings with bitsandbytes' process-wide manager,
+            # which keeps them by (group, index): an earlier job of this process would reach into this one's.
+            bnb.optim.GlobalOptimManager.get_instance().initialize()
+        self.timer, self.probe = StepTimer(self.device), LedgerProbe()
+        self.trainer = Trainer(model=self.model, args=self.args, train_dataset=self.tokenized["train"],
+                               eval_dataset=self.tokenized["validation"], data_collator=self.collate,
+                               callbacks=[DivergenceGuard(), self.probe, self.timer, *extra_callbacks])
+        self.trainer.remove_callback(PrinterCallback)  # the record and the summary carry the numbers
+        return self.trainer
+
+    # ---- train ------------------------------------------------------------------------------------
+
+    def train(self) -> None:
+        output_dir = self.args.output_dir
+        resume = get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
+        if resume:
+            self.notes.append(f"resumed from {resume}")
+        self.train_output = self.trainer.train(resume_from_checkpoint=resume)
+        self.ran = distributed.what_ran(self.trainer, self.launched, self.cfg, self.notes)
+
+    # ---- evaluate ---------------------------------------------------------------------------------
+
+    def evaluate(self) -> dict:
+        metrics = evaluation.evaluate(self.trainer, self.tokenized, self.data, self.tokenizer, self.cfg, self.device)
+        metrics["train_loss"] = self.train_output.training_loss
+        losses = [e["loss"] for e in self.trainer.state.log_history if "loss" in e]
+        metrics["first_logged_train_loss"] = losses[0] if losses else None
+        metrics["last_logged_train_loss"] = losses[-1] if losses else None
+        return metrics
+
+    # ---- measure ----------------------------------------------------------------------------------
+
+    def measure(self) -> dict:
+        """Parameters, memory, optimizer, checks and timing of the trained job."""
+        # Read before the merge check, which builds a second copy of the model that training never holds.
+        peak = self.peak.read()
+        optimizer = self.trainer.optimizer
+        return {
+            "params": self.params,
+            "memory": {"unit": "bytes", "scope": memory_scope(self.ran), "weights": weight_bytes(self.model),
+                       "peak": peak, **ledger.measured(self.probe, optimizer, self.model, self.cfg, self.device)},
+            "optimizer": {"requested": choose_optimizer(self.cfg, self.device)[0], "trainer_optim": self.args.optim,
+                          **optimizer_info(optimizer)},
+            "checks": self.checks(),
+            "distributed": self.ran,
+            "timing": self.timing(),
+            "label_names": self.data.label_names,
+            "precision": "bf16" if self.args.bf16 else "fp16" if self.args.fp16 else "fp32",
+            "compute_dtype": str(self.dtype).removeprefix("torch."),
+        }
+
+    def checks(self) -> dict:
+        """The frozen base is bit-identical after training; merged and on-the-fly adapters agree."""
+        checks = {"frozen_base_unchanged": None, "merge_max_abs_logit_diff": None}
+        if self.frozen_before is None or not self.launched.is_main:
+            return checks
+        if self.ran["ran"] == "FSDP":
+            self.notes.append("checks skipped under FSDP: each process holds only its shard of the base and adapters")
+            return checks
+        checks["frozen_base_unchanged"] = frozen_digest(self.model) == self.frozen_before
+        checks["merge_max_abs_logit_diff"] = evaluation.merge_gap(self.model, self.load_base, self.tokenized["test"],
+                                                                  self.collate, self.device)
+        return checks
+
+    def timing(self) -> dict:
+        runtime = self.train_output.metrics["train_runtime"]
+        tokens = int(self.trainer.state.num_input_tokens_seen)
+        return {
+            "train_seconds": round(runtime, 3),
+            "train_steps": self.trainer.state.global_step,
+            "step_seconds": self.timer.seconds,
+            "train_samples_per_second": self.train_output.metrics.get("train_samples_per_second"),
+            "train_tokens": tokens,
+            "train_tokens_per_second": tokens / runtime if runtime else None,
+            "tokens_counted": "non-padding input tokens of the training batches (prompt and response), "
+                              "summed over all processes",
+        }
+
+    @staticmethod
+    def status_of(err: BaseException) -> str:
+        """The record's status for a job that raised `err`: diverged (NaN/inf loss), oom or failed."""
+        if isinstance(err, Diverged):
+            return "diverged"
+        return "oom" if is_out_of_memory(err) else "failed"
+
+    def provenance(self) -> dict:
+        return provenance(self.device)
+
+    def close(self, summary: dict) -> dict:
+        """Finish the W&B run with `summary`; returns what the record says about logging."""
+        self.tracker.finish(summary)
+        return self.tracker.info()
+
+
+def training_arguments(cfg: DictConfig, device: str, rid: str, report_to: list[str],
+                       notes: list[str]) -> TrainingArguments:
+    t = cfg.trainer
+    chosen = precision(cfg, device, notes)
+    return TrainingArguments(
+        output_dir=os.path.join(cfg.paths.results, rid, "trainer"),
+        max_steps=t.max_steps if t.epochs is None else -1,
+        num_train_epochs=t.epochs or 1,
+        per_device_train_batch_size=t.batch_size,
+        per_device_eval_batch_size=t.eval_batch_size,
+        learning_rate=t.learning_rate,
+        weight_decay=t.weight_decay,
+        # transformers clips only when max_grad_norm > 0; 0 is its spelling of "off".
+        max_grad_norm=t.max_grad_norm or 0.0,
+        warmup_steps=t.warmup_ratio,
+        lr_scheduler_type=t.lr_scheduler,
+        logging_steps=t.logging_steps,
+        logging_nan_inf_filter=False,  # a NaN loss must reach DivergenceGuard, not be averaged away
+        eval_strategy="steps" if t.eval_steps else "no",
+        eval_steps=t.eval_steps,
+        save_strategy="steps" if t.save_steps else "no",
+        save_steps=t.save_steps,
+        save_total_limit=1,
+        gradient_checkpointing=t.gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False} if t.gradient_checkpointing else None,
+        bf16=chosen == "bf16",
+        fp16=chosen == "fp16",
+        use_cpu=device == "cpu",
+        optim=choose_optimizer(cfg, device, notes)[1],
+        report_to=report_to,
+        run_name=rid,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        include_num_input_tokens_seen="non_padding",
+        **distributed.training_arguments(cfg),
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+    )
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    """CUDA raises OutOfMemoryError; the CPU allocator raises a RuntimeError that says so."""
+    return isinstance(err, (torch.OutOfMemoryError, MemoryError)) or (
+        isinstance(err, RuntimeError) and "can't allocate memory" in str(err))
+
+
+def optimizer_info(optimizer) -> dict:
+    """The optimizer that really ran: its class, and for bitsandbytes its state bits and whether any
+    state tensor really lives in paged (CUDA unified) memory."""
+    inner = getattr(optimizer, "optimizer", optimizer)
+    state = optimizer_state_bytes(inner)
+    info = {"ran": state["optimizer"], "state_bits": None, "paged_requested": False,
+            "paged": state["paged"] > 0, "paged_state_bytes": state["paged"]}
+    if hasattr(inner, "args") and hasattr(inner.args, "optim_bits"):
+        info.update(state_bits=int(inner.args.optim_bits), paged_requested=bool(inner.is_paged))
+    return info
+
+
+def memory_scope(ran: dict) -> str:
+    if ran["world_size"] == 1:
+        return "the one process"
+    held = "its shards of the weights, gradients and optimizer state" if ran["ran"] == "FSDP" else "a full replica"
+    return f"rank 0 of {ran['world_size']} processes, holding {held}"
+
+
+def frozen_digest(model) -> str:
+    """A hash over the bytes of every frozen parameter (4-bit packed data included)."""
+    digest = hashlib.sha256()
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            digest.update(name.encode())
+            digest.update(param.detach().reshape(-1).contiguous().view(torch.uint8).cpu().numpy().tobytes())
+    return digest.hexdigest()
