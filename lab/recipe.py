@@ -11,8 +11,11 @@ Trainer: `setup_trainer` is the one place a Trainer is built.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 import os
+import tempfile
+from datetime import datetime, timezone
 
 import bitsandbytes as bnb
 import datasets
@@ -22,7 +25,7 @@ from transformers import PrinterCallback, Trainer, TrainingArguments, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 from transformers.utils import logging as hf_logging
 
-from lab import distributed, evaluation, methods, models
+from lab import distributed, evaluation, health, methods, models
 from lab.callbacks import DivergenceGuard, Diverged, StepTimer
 from lab.data import load_task_data
 from lab.data.encode import collator, tokenize
@@ -37,6 +40,11 @@ from lab.tracking import Tracker
 __all__ = ["FineTune", "resolve_device", "training_arguments"]
 log = logging.getLogger("lab")
 SINGLE_PROCESS = distributed.Launch("none", 1, 0, 0)
+# Jobs this process started before the current one (a multirun's basic or joblib launcher reuses a
+# process): its peak resident set then understates the job's own, as freed pages are reused.
+_JOBS_IN_PROCESS = itertools.count()
+# Trainer log entries that are totals of the run rather than points of its curve.
+RUN_TOTALS = ("train_runtime", "train_samples_per_second", "train_steps_per_second", "total_flos", "train_loss")
 
 
 class FineTune:
@@ -45,6 +53,7 @@ class FineTune:
     def __init__(self, cfg: DictConfig, device: str, run_id: str, launched: distributed.Launch = SINGLE_PROCESS,
                  group: str | None = None):
         self.cfg, self.device, self.run_id, self.launched = cfg, device, run_id, launched
+        self.started = {"at": _now(), "loadavg": os.getloadavg(), "earlier_jobs": next(_JOBS_IN_PROCESS)}
         self.notes: list[str] = []
         self.cache = os.path.expanduser(cfg.paths.cache)
         self.config = scrub_secrets(OmegaConf.to_container(cfg, resolve=True))
@@ -61,7 +70,7 @@ class FineTune:
         self.setup_trainer()
         self.train()
         metrics = self.evaluate()
-        return {"metrics": metrics, **self.measure()}
+        return {"metrics": metrics, **self.judge_health(metrics), **self.measure()}
 
     # ---- setup ------------------------------------------------------------------------------------
 
@@ -108,6 +117,11 @@ class FineTune:
     # ---- train ------------------------------------------------------------------------------------
 
     def train(self) -> None:
+        self.untrained_test_loss = None
+        if self.data.task == "lm":
+            # What "learned nothing" means for a language model: the test loss before the first step.
+            self.untrained_test_loss = self.trainer.evaluate(self.tokenized["test"], metric_key_prefix="untrained_test")[
+                "untrained_test_loss"]
         output_dir = self.args.output_dir
         resume = get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
         if resume:
@@ -125,6 +139,14 @@ class FineTune:
         metrics["last_logged_train_loss"] = losses[-1] if losses else None
         return metrics
 
+    def judge_health(self, metrics: dict) -> dict:
+        """`health` (learned / collapsed) and its evidence: lab.health's rules."""
+        if self.data.task == "cls":
+            splits = self.data.splits
+            return health.classification(metrics["test_accuracy"], splits["test"]["label"], splits["train"]["label"],
+                                         metrics["last_logged_train_loss"])
+        return health.language_model(metrics["test_loss"], self.untrained_test_loss)
+
     # ---- measure ----------------------------------------------------------------------------------
 
     def measure(self) -> dict:
@@ -135,12 +157,16 @@ class FineTune:
         return {
             "params": self.params,
             "memory": {"unit": "bytes", "scope": memory_scope(self.ran), "weights": weight_bytes(self.model),
+                       "earlier_jobs_in_process": self.started["earlier_jobs"],
                        "peak": peak, **ledger.measured(self.probe, optimizer, self.model, self.cfg, self.device)},
             "optimizer": {"requested": choose_optimizer(self.cfg, self.device)[0], "trainer_optim": self.args.optim,
                           **optimizer_info(optimizer)},
             "checks": self.checks(),
+            "adapter_bytes_on_disk": self.adapter_bytes(),
             "distributed": self.ran,
             "timing": self.timing(),
+            "curve": self.curve(),
+            "splits": {name: len(split) for name, split in self.data.splits.items()},
             "label_names": self.data.label_names,
             "precision": "bf16" if self.args.bf16 else "fp16" if self.args.fp16 else "fp32",
             "compute_dtype": str(self.dtype).removeprefix("torch."),
@@ -171,7 +197,30 @@ class FineTune:
             "train_tokens_per_second": tokens / runtime if runtime else None,
             "tokens_counted": "non-padding input tokens of the training batches (prompt and response), "
                               "summed over all processes",
+            "started_at": self.started["at"],
+            "finished_at": _now(),
+            # The machine's load while the job ran: tokens/s from a shared machine are read with it.
+            "loadavg_start": self.started["loadavg"],
+            "loadavg_end": os.getloadavg(),
         }
+
+    def curve(self) -> list[dict]:
+        """The Trainer's logged points during training: step, train loss, learning rate, grad norm,
+        and the validation metrics of evaluations inside training."""
+        points = []
+        for entry in self.trainer.state.log_history:
+            if "loss" in entry or any(key.startswith("eval_") for key in entry):
+                points.append({k: v for k, v in entry.items() if k not in RUN_TOTALS})
+        return points
+
+    def adapter_bytes(self) -> int | None:
+        """Bytes of the adapter as peft saves it (safetensors and its config); None for full fine-tuning,
+        whose artifact is the whole model (the `weights` bytes)."""
+        if self.cfg.method.name == "full" or not self.launched.is_main or self.ran["ran"] == "FSDP":
+            return None
+        with tempfile.TemporaryDirectory(prefix="lab-adapter-") as folder:
+            self.model.save_pretrained(folder)
+            return sum(os.path.getsize(os.path.join(folder, name)) for name in os.listdir(folder))
 
     @staticmethod
     def status_of(err: BaseException) -> str:
@@ -252,6 +301,10 @@ def memory_scope(ran: dict) -> str:
         return "the one process"
     held = "its shards of the weights, gradients and optimizer state" if ran["ran"] == "FSDP" else "a full replica"
     return f"rank 0 of {ran['world_size']} processes, holding {held}"
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def frozen_digest(model) -> str:

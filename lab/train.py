@@ -109,7 +109,8 @@ def run_and_record(job, path: str, started: float) -> dict:
         job.close({})
         return record
     write_traceback(os.path.join(os.path.dirname(path), "traceback.txt"), failure)
-    record["logging"] = job.close({"status": record["status"], **record.get("metrics", {})})
+    record["logging"] = job.close({"status": record["status"], "health": record.get("health"),
+                                   **record.get("metrics", {})})
     record["timing"] = {**record.get("timing", {}), "wall_seconds": round(time.time() - started, 3)}
     record["provenance"] = job.provenance()
     record["config"] = job.config
@@ -148,8 +149,9 @@ def summary(record: dict, path: str) -> str:
     peak = record.get("memory", {}).get("peak", {})
     peak_bytes = peak.get("peak_rss_above_baseline", peak.get("peak_allocated_above_baseline"))
     weights = record.get("memory", {}).get("weights", {})
+    health = f", {record['health']}" if record.get("health") else ""
     lines = [
-        f"== {record['run_id']}  [{record['status']}]",
+        f"== {record['run_id']}  [{record['status']}{health}]",
         f"method {record['method']}  rank {record['rank']}  model {record['model']}  dataset {record['dataset']}"
         f"  seed {record['seed']}",
     ]
@@ -171,6 +173,8 @@ def summary(record: dict, path: str) -> str:
                      f"{t['train_tokens_per_second']:.0f} tokens/s (non-padding training tokens)")
     for note in record.get("notes", []):
         lines.append(f"note: {note}")
+    for reason in (record.get("health_detail") or {}).get("reasons", []):
+        lines.append(f"collapsed: {reason}")
     if record.get("error"):
         lines.append(f"error: {record['error']}")
     lines.append(f"record: {path}")

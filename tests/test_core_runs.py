@@ -23,8 +23,8 @@ CASES = {
     "qlora-lm": ["method=qlora", "rank=8", "model=tiny-llama", "dataset=synthetic-lm", "method.targets=all-linear",
                  "method.learning_rate=1e-2"],
 }
-RECORD_FIELDS = {"schema", "run_id", "status", "method", "rank", "model", "dataset", "seed", "params", "metrics",
-                 "memory", "timing", "provenance", "config"}
+RECORD_FIELDS = {"schema", "run_id", "status", "health", "health_detail", "method", "rank", "model", "dataset",
+                 "seed", "params", "metrics", "memory", "timing", "provenance", "config"}
 
 
 @pytest.fixture(scope="module")
@@ -38,6 +38,7 @@ def records(tmp_path_factory):
 def test_run_is_ok_and_loss_falls(records, case):
     record = records[case]
     assert record["status"] == "ok", record.get("error")
+    assert record["health"] == "learned", record["health_detail"]
     m = record["metrics"]
     assert m["last_logged_train_loss"] < 0.5 * m["first_logged_train_loss"]
     if case.endswith("cls"):

@@ -73,5 +73,5 @@ def test_a_wheel_install_finds_its_configs_and_runs(tmp_path):
     ran = lab_train("model=tiny-bert", "dataset=synthetic-cls", "trainer.max_steps=3", "logger=none",
                     f"paths.results={work / 'results'}")
     assert ran.returncode == 0, ran.stdout[-3000:] + ran.stderr[-3000:]
-    assert "[ok]" in ran.stdout
+    assert "  [ok" in ran.stdout
     assert len(list((work / "results").glob("*/result.json"))) == 1

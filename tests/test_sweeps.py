@@ -2,6 +2,8 @@
 
 import os
 import signal
+import subprocess
+import sys
 import time
 
 import pytest
@@ -169,3 +171,25 @@ def test_local_submitit_runs_each_job_in_its_own_process(tmp_path):
     assert [r["status"] for r in records(results).values()] == ["ok"]
     assert summary(sweep_dir)["counts"] == {"ok": 1, "invalid-config": 1}
     assert list((sweep_dir / ".submitit").iterdir())  # submitit's per-job folders: the jobs ran through it
+
+
+def test_bracketing_extends_an_edge_choice_and_confirms_it_with_more_seeds(tmp_path):
+    """A two-value grid always chooses an edge: one round adds the neighbour at the base seeds, then
+    the chosen value runs at the confirming seed (real runs; the records decide, not the test)."""
+    results, sweep_dir = tmp_path / "results", tmp_path / "multirun"
+    command = [sys.executable, "-m", "lab", "-m", "+sweep=smoke", f"paths.results={results}",
+               f"hydra.sweep.dir={sweep_dir}", "trainer.max_steps=40", "trainer.batch_size=16",
+               "dataset.sizes={train: 320, validation: 64, test: 64}",
+               "hydra.sweeper.params.seed='0,1'", "hydra.sweeper.groups=[{method:full,method.learning_rate:'1e-3,4e-3'}]",
+               "hydra.sweeper.bracket={key: method.learning_rate, metric: validation_accuracy, max_rounds: 1, "
+               "confirm_seeds: '2'}"]
+    proc = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=900,
+                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    jobs = summary(sweep_dir)["jobs"]
+    rates = {o.partition("=")[2] for job in jobs for o in job["overrides"] if o.startswith("method.learning_rate=")}
+    assert len(jobs) == 2 * 2 + 2 + 1, [j["overrides"] for j in jobs]
+    assert rates & {"0.00025", "0.016"} and len(rates) == 3, rates
+    confirmed = [j for j in jobs if "seed=2" in j["overrides"]]
+    assert len(confirmed) == 1 and all(j["status"] == "ok" for j in jobs)
+    assert "bracket round 1: 2 jobs" in proc.stdout + proc.stderr

@@ -14,15 +14,29 @@ Values use Hydra's override grammar, as in the basic sweeper. Command-line overr
 every group and replace a group's value for the same key. A job that appears in two groups runs
 once. Without `groups` this is the basic sweeper.
 
+`bracket` extends the grid until each cell's chosen value (by analysis.selection's rule: best mean
+validation score among values none of whose runs failed or collapsed) has a tried value on both
+sides: a choice on the grid's edge gets its next neighbour (one grid step further, at the cell's
+seeds), round after round, up to `max_rounds`. `confirm_seeds` then runs each cell's chosen value
+at more seeds, so the reported test score rests on more runs than the choice did:
+
+    hydra:
+      sweeper:
+        bracket: {key: method.learning_rate, metric: validation_accuracy, confirm_seeds: "3,4"}
+
+A rerun of the command is resumable as any sweep: finished runs are skipped, and the same rounds
+come out of the same records.
+
 The sweeper reads each job's return value (the run's record, or None for an invalid config),
 logs a per-status count, and writes `sweep_summary.json` into the sweep directory: the job list
 with run ids and statuses, which `analysis.report --sweep` uses to select this sweep's runs.
 """
 
+import json
 import logging
 import os
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
@@ -31,10 +45,21 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.utils import JobReturn
 from omegaconf import OmegaConf
 
+from analysis import selection
 from lab.record import write_json_atomic
 
 log = logging.getLogger(__name__)
 SUMMARY_FILE = "sweep_summary.json"
+
+
+@dataclass
+class BracketConf:
+    # The swept key to bracket; null: no bracketing.
+    key: Optional[str] = None
+    metric: str = "validation_accuracy"
+    higher_is_better: bool = True
+    max_rounds: int = 3
+    confirm_seeds: Optional[str] = None
 
 
 @dataclass
@@ -43,6 +68,7 @@ class GroupedSweeperConf:
     max_batch_size: Optional[int] = None
     params: Optional[Dict[str, str]] = None
     groups: Optional[List[Dict[str, Any]]] = None
+    bracket: BracketConf = field(default_factory=BracketConf)
 
 
 ConfigStore.instance().store(group="hydra/sweeper", name="grouped", node=GroupedSweeperConf, provider="lab")
@@ -50,28 +76,57 @@ ConfigStore.instance().store(group="hydra/sweeper", name="grouped", node=Grouped
 
 class GroupedSweeper(BasicSweeper):
     def __init__(self, max_batch_size: Optional[int] = None, params: Optional[Dict[str, str]] = None,
-                 groups: Optional[List[Dict[str, Any]]] = None) -> None:
+                 groups: Optional[List[Dict[str, Any]]] = None, bracket: Optional[Any] = None) -> None:
         super().__init__(max_batch_size=max_batch_size, params=params)
         self.groups = [dict(g) for g in groups] if groups else [{}]
+        self.bracket = BracketConf(**bracket) if bracket and bracket.get("key") else None
+        self.returns: List[List[JobReturn]] = []
+        self.outcomes: List[dict] = []
+        self.total = 0
 
     def sweep(self, arguments: List[str]) -> List[List[JobReturn]]:
         jobs = expand(self.params, self.groups, arguments, self.hydra_context.config_loader)
-        self.overrides = list(self.split_overrides_to_chunks(jobs, self.max_batch_size))
-        sweep_dir = self.config.hydra.sweep.dir
-        os.makedirs(sweep_dir, exist_ok=True)
-        OmegaConf.save(self.config, os.path.join(sweep_dir, "multirun.yaml"))
-        log.info("sweep: %d jobs in %d group(s) -> %s", len(jobs), len(self.groups), sweep_dir)
+        self.sweep_dir = self.config.hydra.sweep.dir
+        os.makedirs(self.sweep_dir, exist_ok=True)
+        OmegaConf.save(self.config, os.path.join(self.sweep_dir, "multirun.yaml"))
+        log.info("sweep: %d jobs in %d group(s) -> %s", len(jobs), len(self.groups), self.sweep_dir)
+        self.launch_all(jobs)
+        if self.bracket:
+            self.extend_until_bracketed()
+        report(self.outcomes)
+        return self.returns
 
-        returns, outcomes = [], []
+    def launch_all(self, jobs: List[List[str]]) -> None:
+        """Launch `jobs` in batches; the summary is rewritten after each batch."""
+        self.total += len(jobs)
+        self.overrides = list(self.split_overrides_to_chunks(jobs, self.max_batch_size))
+        self.batch_index = 0
         while not self.is_done():
             batch = self.get_job_batch()
             self.validate_batch_is_legal(batch)
-            results = self.launcher.launch(batch, initial_job_idx=len(outcomes))
-            returns.append(results)
-            outcomes.extend(outcome(overrides, r) for overrides, r in zip(batch, results))
-            write_summary(sweep_dir, outcomes, total=len(jobs))
-        report(outcomes)
-        return returns
+            results = self.launcher.launch(batch, initial_job_idx=len(self.outcomes))
+            self.returns.append(results)
+            self.outcomes.extend(outcome(overrides, r) for overrides, r in zip(batch, results))
+            write_summary(self.sweep_dir, self.outcomes, total=self.total)
+
+    def extend_until_bracketed(self) -> None:
+        """Rounds of edge neighbours, then the confirming seeds at each cell's chosen value."""
+        bracket = self.bracket
+        for number in range(1, bracket.max_rounds + 1):
+            extra = bracket_jobs(self.outcomes, bracket)
+            if not extra:
+                break
+            log.info("bracket round %d: %d jobs (%s on a grid edge)", number, len(extra), bracket.key)
+            self.launch_all(extra)
+        confirm = confirm_jobs(self.outcomes, bracket)
+        if confirm:
+            log.info("confirming the chosen %s at seeds %s: %d jobs", bracket.key, bracket.confirm_seeds, len(confirm))
+            self.launch_all(confirm)
+        edges = [f"{' '.join(cell)}: {c.chosen} ({c.edge} edge)" for cell, c in choices(self.outcomes, bracket).items()
+                 if c.edge]
+        write_summary(self.sweep_dir, self.outcomes, total=self.total, unbracketed=edges)
+        for line in edges:
+            log.warning("still on a grid edge after %d rounds: %s", bracket.max_rounds, line)
 
 
 def expand(params: Dict[str, Any], groups: List[Dict[str, Any]], arguments: List[str],
@@ -108,9 +163,84 @@ def outcome(overrides, result: JobReturn) -> dict:
     return entry
 
 
-def write_summary(sweep_dir: str, outcomes: List[dict], total: int) -> None:
+def write_summary(sweep_dir: str, outcomes: List[dict], total: int, unbracketed: Optional[List[str]] = None) -> None:
     counts = dict(Counter(o["status"] for o in outcomes))
-    write_json_atomic(os.path.join(sweep_dir, SUMMARY_FILE), {"jobs_total": total, "counts": counts, "jobs": outcomes})
+    summary = {"jobs_total": total, "counts": counts, "jobs": outcomes}
+    if unbracketed is not None:
+        summary["unbracketed"] = unbracketed
+    write_json_atomic(os.path.join(sweep_dir, SUMMARY_FILE), summary)
+
+
+# ---- bracketing ------------------------------------------------------------------------------------
+
+def _split(job: List[str], key: str) -> tuple:
+    """(cell, value, seed) of a job's overrides: the cell is every override but the seed and `key`."""
+    value = seed = None
+    cell = []
+    for override in job:
+        name, _, text = override.partition("=")
+        if name == key:
+            value = float(text)
+        elif name == "seed":
+            seed = int(text)
+        else:
+            cell.append(override)
+    return tuple(sorted(cell)), value, seed
+
+
+def _read(path: Optional[str]) -> Optional[dict]:
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, TypeError, ValueError):
+        return None
+
+
+def trials(outcomes: List[dict], bracket: BracketConf) -> Dict[tuple, Dict[float, List[selection.Trial]]]:
+    """Each cell's runs by value of the bracketed key, from the records the jobs wrote."""
+    cells: Dict[tuple, Dict[float, List[selection.Trial]]] = {}
+    for o in outcomes:
+        cell, value, seed = _split(o["overrides"], bracket.key)
+        record = _read(o.get("record")) if o["status"] not in ("invalid-config", "crashed") else None
+        if value is None or seed is None or record is None:
+            continue
+        score = (record.get("metrics") or {}).get(bracket.metric)
+        learned = record.get("status") == "ok" and record.get("health") != "collapsed"
+        runs = cells.setdefault(cell, {}).setdefault(value, [])
+        if all(t.seed != seed for t in runs):
+            runs.append(selection.Trial(seed, score, learned))
+    return cells
+
+
+def choices(outcomes: List[dict], bracket: BracketConf) -> Dict[tuple, selection.Choice]:
+    return {cell: selection.choose(by_value, bracket.higher_is_better)
+            for cell, by_value in trials(outcomes, bracket).items()}
+
+
+def bracket_jobs(outcomes: List[dict], bracket: BracketConf) -> List[List[str]]:
+    """The next neighbour, at the cell's base seeds, of every choice on its grid's edge."""
+    jobs = []
+    for cell, by_value in trials(outcomes, bracket).items():
+        choice = selection.choose(by_value, bracket.higher_is_better)
+        value = selection.neighbour(choice, selection.spacing(list(by_value)))
+        if value is not None and value not in by_value:
+            jobs += [[*cell, f"{bracket.key}={value:g}", f"seed={seed}"] for seed in choice.base_seeds]
+    return jobs
+
+
+def confirm_jobs(outcomes: List[dict], bracket: BracketConf) -> List[List[str]]:
+    """Each cell's chosen value at the confirming seeds it has not run yet."""
+    if not bracket.confirm_seeds:
+        return []
+    seeds = [int(s) for s in str(bracket.confirm_seeds).split(",")]
+    jobs = []
+    for cell, by_value in trials(outcomes, bracket).items():
+        choice = selection.choose(by_value, bracket.higher_is_better)
+        if choice.chosen is None:
+            continue
+        done = {t.seed for t in by_value[choice.chosen]}
+        jobs += [[*cell, f"{bracket.key}={choice.chosen:g}", f"seed={seed}"] for seed in seeds if seed not in done]
+    return jobs
 
 
 def report(outcomes: List[dict]) -> None:
