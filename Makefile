@@ -26,7 +26,7 @@ $(STAMP): pyproject.toml Makefile
 # then every table and plot into reports/quick/. Rerunning skips the runs already recorded ok.
 demo: setup
 	$(BIN)/lab-train -m +sweep=quick
-	$(BIN)/python -m analysis.report --results results --sweep multirun/quick --out reports/quick
+	$(BIN)/python -m analysis report --results results --sweep multirun/quick --out reports/quick
 
 # Imports flow one way (the contracts in pyproject.toml), then the tests.
 test: setup

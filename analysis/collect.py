@@ -5,7 +5,8 @@
 
 One row per record (any status: ok, failed, oom, diverged), with the record's nested fields
 flattened by `pandas.json_normalize` (`metrics.test_accuracy`, `memory.weights.frozen_float32`,
-`config.trainer.max_steps`, ...) and a few derived columns (`targets`, `peak_memory_bytes`, ...).
+`config.trainer.max_steps`, ...) and a few derived columns (`targets`, `peak_memory_bytes`, `lr`,
+`health`, and `learned`: ok and not collapsed, the only runs a mean, a claim or a choice may use).
 Run folders that hold no readable record are not rows: they come back as `problems`, each with
 its path and what is wrong (partial: killed or still running; corrupt; not a record).
 """
@@ -125,6 +126,11 @@ def to_frame(records: list[dict]) -> pd.DataFrame:
     df["peak_memory_bytes"] = peak
     if "params.trainable" in df:
         df["trainable_fraction"] = df["params.trainable"] / df["params.total"]
+    df["lr"] = pd.to_numeric(df["config.method.learning_rate"], errors="coerce") if "config.method.learning_rate" in df \
+        else float("nan")
+    # Records written before run health existed say nothing: `unknown`, never counted as collapsed.
+    df["health"] = df["health"].fillna("unknown") if "health" in df else "unknown"
+    df["learned"] = (df["status"] == "ok") & (df["health"] != "collapsed")
     return df
 
 
@@ -214,6 +220,3 @@ def main(argv: list[str] | None = None) -> None:
     if args.csv:
         collection.runs.to_csv(args.csv, index=False)
 
-
-if __name__ == "__main__":
-    main()

@@ -228,6 +228,3 @@ def main(argv: list[str] | None = None) -> None:
         f.write(text)
     print(f"written {path} in {time.time() - started:.1f} s")
 
-
-if __name__ == "__main__":
-    main()

@@ -157,6 +157,3 @@ def main(argv: list[str] | None = None) -> None:
     md_path, csv_path = write(rows, args.out)
     print(f"{len(rows)} rows in {time.time() - started:.1f} s: {md_path}, {csv_path}")
 
-
-if __name__ == "__main__":
-    main()

@@ -1,23 +1,12 @@
-"""Every table and plot of a results store, or of one sweep, into one folder; prints the Markdown.
+"""Records -> one DataFrame -> cells -> sections -> one report (Markdown and a self-contained HTML page).
 
-    python -m analysis.report --results results --sweep multirun/quick --out reports/quick
-    python -m analysis.report --results results --out reports/all --metric test_perplexity
-    python -m analysis.report --results results --out reports/glue --where model=roberta-base
+    python -m analysis report --results results --sweep multirun/quick --out reports/quick
+    python -m analysis report --results results --out reports/all --metric test_perplexity
 
 --sweep takes a sweep folder (or its sweep_summary.json, which the `grouped` sweeper writes) and
-keeps that sweep's runs. Writes into --out: report.md (all of it), runs.csv (every collected
-record, flattened), rank_vs_accuracy.{md,tex,csv,png}, memory.{md,tex,csv}, memory_breakdown.png,
-summary.{md,tex,csv} and, where a run matches a paper's setting, published.{md,tex,csv}. The
-tables are generated from the records each time; never edit them by hand.
-
---tune-lr, for a sweep that tries several learning rates per cell (lab/conf/sweep/rank_vs_accuracy_tuned.yaml),
-adds analysis.tuned: per cell the learning rate with the best mean validation score, its test
-result beside the default learning rate's with bootstrap intervals and the difference to full
-fine-tuning, the seed's claims judged held / not held, and the Pareto plots (tuned.{md,tex,csv,png},
-tuned_grid.*, claims.csv, pareto.{csv,png}):
-
-    python -m analysis.report --results results --sweep multirun/rank_vs_accuracy_tuned \
-        --out reports/rank_vs_accuracy_tuned --tune-lr
+keeps that sweep's runs. Writes into --out: report.md, report.html (figures embedded), the PNGs,
+runs.csv (every record, flattened), cells.csv (one row per cell) and claims.csv. Everything is
+generated from the records each time; never edit it by hand.
 """
 
 from __future__ import annotations
@@ -26,102 +15,109 @@ import argparse
 import json
 import os
 
+import pandas as pd
+from omegaconf import OmegaConf
 
-from analysis import memory_comparison, published, rank_vs_accuracy, tables, tuned
-from analysis.collect import Collection, collect, describe, filter_rows
-from hydra_plugins.lab_sweeps.grouped_sweeper import SUMMARY_FILE
+from analysis import cells as cellmod
+from analysis import document
+from analysis.collect import Collection, collect, filter_rows
+from analysis.sections import claims, curves, learning_rates, memory, pareto, published, results, runs, setup
+from hydra_plugins.lab_sweeps.grouped_sweeper import SUMMARY_FILE, expand
 
 
 def read_sweep(path: str) -> dict:
-    if os.path.isdir(path):
-        path = os.path.join(path, SUMMARY_FILE)
+    folder = path if os.path.isdir(path) else os.path.dirname(path)
+    summary_path = os.path.join(folder, SUMMARY_FILE) if os.path.isdir(path) else path
+    if not os.path.exists(summary_path):
+        raise SystemExit(f"--sweep: no {SUMMARY_FILE} at {summary_path} (it is written when a sweep's jobs have run)")
+    with open(summary_path) as f:
+        sweep = json.load(f)
+    if sweep.get("grid_jobs") is None:
+        sweep["grid_jobs"] = _grid_size(folder)
+    return sweep
+
+
+def _grid_size(folder: str) -> int | None:
+    """The sweep's own grid (before any bracketing), from the config it saved."""
+    path = os.path.join(folder, "multirun.yaml")
     if not os.path.exists(path):
-        raise SystemExit(f"--sweep: no {SUMMARY_FILE} at {path} (it is written when a sweep's jobs have run)")
-    with open(path) as f:
-        return json.load(f)
+        return None
+    sweeper = OmegaConf.load(path).hydra.sweeper
+    groups = OmegaConf.to_container(sweeper.get("groups")) or [{}]
+    return len(expand(OmegaConf.to_container(sweeper.get("params")) or {}, groups, []))
 
 
 def select_sweep(collection: Collection, sweep: dict) -> tuple[Collection, list[str]]:
     """The sweep's runs, and a note per job that has no record to show."""
     ids = {job["run_id"] for job in sweep["jobs"] if job.get("run_id")}
-    runs = collection.runs[collection.runs["run_id"].isin(ids)]
-    found = set(runs["run_id"])
+    frame = collection.runs[collection.runs["run_id"].isin(ids)]
+    found = set(frame["run_id"])
     notes = [f"{job['status']}: {' '.join(job['overrides'])}" + (f" ({job['error']})" if job.get("error") else "")
              for job in sweep["jobs"] if not job.get("run_id") or job["run_id"] not in found]
     if sweep.get("jobs_total", len(sweep["jobs"])) > len(sweep["jobs"]):
         notes.append(f"{sweep['jobs_total'] - len(sweep['jobs'])} jobs of the sweep have not run yet")
     problems = [p for p in collection.problems if os.path.basename(os.path.dirname(p["path"])) in ids
                 or os.path.basename(p["path"]) in ids]
-    return Collection(runs, problems), notes
+    return Collection(frame, problems), notes
 
 
-def build(collection: Collection, out: str, metric: str = "auto", rank: int | None = None,
-          sweep_notes: list[str] | None = None, title: str = "Report", tune_lr: bool = False) -> str:
+def choose_metric(frame: pd.DataFrame, metric: str) -> str:
+    """`auto`: test accuracy where runs have it (classification), else test loss (causal LM)."""
+    if metric != "auto":
+        return metric
+    for candidate in ("test_accuracy", "test_loss"):
+        if f"metrics.{candidate}" in frame and frame[f"metrics.{candidate}"].notna().any():
+            return candidate
+    return "test_accuracy"
+
+
+def build(collection: Collection, out: str, title: str, metric: str = "auto", sweep: dict | None = None,
+          sweep_notes: list[str] | None = None) -> dict:
+    """Write the report into `out`; returns its paths and the main table."""
     os.makedirs(out, exist_ok=True)
-    runs = collection.runs
-    runs.to_csv(os.path.join(out, "runs.csv"), index=False)
-    metric = tables.choose_metric(runs, metric)
-    parts = [f"# {title}", "", "## Records", "", "```", describe(collection), "```"]
-    if sweep_notes:
-        parts += ["", "Sweep jobs without a record:", "", *[f"- {n}" for n in sweep_notes]]
-
-    if tune_lr:
-        section, _ = tuned.write_all(tuned.build(runs, metric), out)
-        parts += ["", "## Learning rate chosen per cell on validation", "", section]
-
-    rank_table = rank_vs_accuracy.build(runs, metric)
-    rank_paths = rank_vs_accuracy.write(rank_table, out)
-    parts += ["", "## Rank vs " + metric, "", rank_table.markdown()]
-    if rank_table.left_out:
-        parts += ["", f"({rank_table.left_out} ok records have no {metric} and are left out.)"]
-    if "png" in rank_paths:
-        parts += ["", f"![{metric} vs rank](rank_vs_accuracy.png)"]
-
-    memory_paths = memory_comparison.write_all(runs, out, metric, rank)
-    for name, heading in (("memory", "Memory, parameters and speed"), ("summary", "The seed's summary, measured")):
-        if name in memory_paths:
-            with open(memory_paths[name]["md"]) as f:
-                parts += ["", f"## {heading}", "", f.read().strip()]
-        if name == "memory" and "memory_breakdown" in memory_paths:
-            parts += ["", "![memory breakdown](memory_breakdown.png)"]
-
-    paper, caption = published.build(runs)
-    parts += ["", "## Published figures"]
-    if len(paper):
-        tables.write(paper, out, "published", caption)
-        parts += ["", caption, "", tables.to_markdown(paper)]
-    else:
-        parts += ["", "No run matches a published setting (e.g. `lab-train -m +sweep=lora_glue`: RoBERTa on GLUE, "
-                      "r=8, alpha=16 on q,v)."]
-    markdown = "\n".join(parts) + "\n"
-    with open(os.path.join(out, "report.md"), "w") as f:
-        f.write(markdown)
-    return markdown
+    frame = collection.runs
+    metric = choose_metric(frame, metric)
+    cells = cellmod.build(frame, metric)
+    claims_section, claims_frame = claims.section(cells)
+    sections = [setup.section(frame), results.section(cells, frame, metric, out), claims_section,
+                learning_rates.section(cells, frame, sweep), runs.section(frame, metric, sweep_notes or [],
+                                                                        collection.problems),
+                curves.section(cells, frame, out), memory.section(cells, out), pareto.section(cells, metric, out),
+                published.section(frame, cells)]
+    paths = document.write(out, title, [s for s in sections if s is not None])
+    frame.to_csv(os.path.join(out, "runs.csv"), index=False)
+    claims_frame.to_csv(os.path.join(out, "claims.csv"), index=False)
+    main = results.main_table(cells)
+    main.to_csv(os.path.join(out, "main_table.csv"), index=False)
+    ledger = memory.ledger_table(cells)
+    ledger.to_csv(os.path.join(out, "memory_ledger.csv"), index=False)
+    return {**paths, "main_table": main, "ledger": ledger, "metric": metric}
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(prog="python -m analysis report", description=__doc__.split("\n")[0])
     parser.add_argument("--results", default="results", help="the results store (paths.results)")
     parser.add_argument("--sweep", help="a sweep folder (hydra.sweep.dir) or its sweep_summary.json: only its runs")
-    parser.add_argument("--out", required=True, help="folder for the tables, plots and report.md")
-    parser.add_argument("--metric", default="auto", help="a metrics.* key (auto: test_accuracy, or "
-                                                          "test_perplexity for causal-LM runs)")
-    parser.add_argument("--rank", type=int, help="LoRA/QLoRA rank of the summary rows (default: closest to 8)")
+    parser.add_argument("--out", required=True, help="folder for report.md, report.html, figures and CSVs")
+    parser.add_argument("--metric", default="auto", help="a metrics.* key (auto: test_accuracy, or test_loss for "
+                                                          "causal-LM runs)")
     parser.add_argument("--where", action="append", default=[], help="keep rows with COLUMN=VALUE (repeatable)")
-    parser.add_argument("--tune-lr", action="store_true", help="choose each cell's learning rate on validation "
-                                                                 "and compare with the default (analysis.tuned)")
+    parser.add_argument("--title", help="the report's title (default: the sweep or results folder)")
     parser.add_argument("--wandb-project", help="also collect this W&B project (needs W&B online)")
     parser.add_argument("--wandb-entity")
     args = parser.parse_args(argv)
-
     collection = collect(args.results, args.wandb_project, args.wandb_entity)
-    notes, title = None, f"Report: {args.results}"
+    sweep, notes = None, []
     if args.sweep:
-        collection, notes = select_sweep(collection, read_sweep(args.sweep))
-        title = f"Report: sweep {args.sweep}"
+        sweep = read_sweep(args.sweep)
+        collection, notes = select_sweep(collection, sweep)
     collection = Collection(filter_rows(collection.runs, args.where), collection.problems)
-    print(build(collection, args.out, args.metric, args.rank, notes, title, args.tune_lr))
-
-
-if __name__ == "__main__":
-    main()
+    title = args.title or f"Report: {args.sweep or args.results}"
+    built = build(collection, args.out, title, args.metric, sweep, notes)
+    print(built["main_table"].to_markdown(index=False))
+    if len(built["ledger"]):
+        print("\nMemory ledger, MB = 1e6 bytes (exact bytes counted on the first training step):\n")
+        print(built["ledger"][["Cell", "Weights", "Gradients", "Optimizer state", "Saved activations",
+                               "Ledger total"]].to_markdown(index=False))
+    print(f"\nwrote {built['md']} and {built['html']}")
+    return built

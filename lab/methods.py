@@ -96,13 +96,16 @@ def apply_method(model, cfg: DictConfig, device: str):
 
 
 def count_params(model) -> dict[str, int]:
-    """Trainable and total parameters as peft counts them (4-bit weights at their logical size)."""
+    """Trainable and total parameters as peft counts them (4-bit weights at their logical size), and
+    the adapter's own: LoRA's A and B (and DoRA's magnitudes), without the task heads that train in
+    full beside them (for a small model the heads can outnumber the adapter many times)."""
     if hasattr(model, "get_nb_trainable_parameters"):
         trainable, total = model.get_nb_trainable_parameters()
     else:
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         total = sum(p.numel() for p in model.parameters())
-    return {"trainable": int(trainable), "total": int(total)}
+    adapter = sum(p.numel() for name, p in model.named_parameters() if p.requires_grad and "lora_" in name)
+    return {"trainable": int(trainable), "total": int(total), "adapter": int(adapter)}
 
 
 def dequantized_merged_copy(peft_model, load_base):

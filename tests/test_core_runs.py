@@ -71,19 +71,20 @@ def test_trainable_counts_match_the_lora_formula(records):
     heads = (d * d + d) + (d * labels + labels)  # pooler dense + classifier, trained in full
     for case, r, targets in (("lora-cls", 4, 2), ("qlora-cls", 4, 2)):
         assert records[case]["params"]["trainable"] == layers * targets * r * (d + d) + heads
+        assert records[case]["params"]["adapter"] == layers * targets * r * (d + d)
     a = _arch("tiny-llama")
     d, ff, layers = a.hidden_size, a.intermediate_size, a.num_hidden_layers
     kv = d // a.num_attention_heads * a.num_key_value_heads
     shapes = [(d, d), (d, kv), (d, kv), (d, d), (d, ff), (d, ff), (ff, d)]  # q k v o gate up down (in, out)
     expected = layers * sum(8 * (i + o) for i, o in shapes)
-    assert records["lora-lm"]["params"]["trainable"] == expected
-    assert records["qlora-lm"]["params"]["trainable"] == expected
+    assert records["lora-lm"]["params"]["trainable"] == expected == records["lora-lm"]["params"]["adapter"]
+    assert records["qlora-lm"]["params"]["trainable"] == expected == records["qlora-lm"]["params"]["adapter"]
 
 
 def test_full_trains_every_parameter(records):
     for case in ("full-cls", "full-lm"):
         p = records[case]["params"]
-        assert p["trainable"] == p["total"] > 0
+        assert p["trainable"] == p["total"] > 0 and p["adapter"] == 0
 
 
 def test_lora_total_counts_4bit_weights_at_logical_size(records):

@@ -83,6 +83,7 @@ class GroupedSweeper(BasicSweeper):
         self.returns: List[List[JobReturn]] = []
         self.outcomes: List[dict] = []
         self.total = 0
+        self.grid_jobs = 0
 
     def sweep(self, arguments: List[str]) -> List[List[JobReturn]]:
         jobs = expand(self.params, self.groups, arguments, self.hydra_context.config_loader)
@@ -90,6 +91,7 @@ class GroupedSweeper(BasicSweeper):
         os.makedirs(self.sweep_dir, exist_ok=True)
         OmegaConf.save(self.config, os.path.join(self.sweep_dir, "multirun.yaml"))
         log.info("sweep: %d jobs in %d group(s) -> %s", len(jobs), len(self.groups), self.sweep_dir)
+        self.grid_jobs = len(jobs)
         self.launch_all(jobs)
         if self.bracket:
             self.extend_until_bracketed()
@@ -107,7 +109,7 @@ class GroupedSweeper(BasicSweeper):
             results = self.launcher.launch(batch, initial_job_idx=len(self.outcomes))
             self.returns.append(results)
             self.outcomes.extend(outcome(overrides, r) for overrides, r in zip(batch, results))
-            write_summary(self.sweep_dir, self.outcomes, total=self.total)
+            write_summary(self.sweep_dir, self.outcomes, total=self.total, grid_jobs=self.grid_jobs)
 
     def extend_until_bracketed(self) -> None:
         """Rounds of edge neighbours, then the confirming seeds at each cell's chosen value."""
@@ -124,7 +126,7 @@ class GroupedSweeper(BasicSweeper):
             self.launch_all(confirm)
         edges = [f"{' '.join(cell)}: {c.chosen} ({c.edge} edge)" for cell, c in choices(self.outcomes, bracket).items()
                  if c.edge]
-        write_summary(self.sweep_dir, self.outcomes, total=self.total, unbracketed=edges)
+        write_summary(self.sweep_dir, self.outcomes, total=self.total, grid_jobs=self.grid_jobs, unbracketed=edges)
         for line in edges:
             log.warning("still on a grid edge after %d rounds: %s", bracket.max_rounds, line)
 
@@ -163,9 +165,10 @@ def outcome(overrides, result: JobReturn) -> dict:
     return entry
 
 
-def write_summary(sweep_dir: str, outcomes: List[dict], total: int, unbracketed: Optional[List[str]] = None) -> None:
+def write_summary(sweep_dir: str, outcomes: List[dict], total: int, grid_jobs: Optional[int] = None,
+                  unbracketed: Optional[List[str]] = None) -> None:
     counts = dict(Counter(o["status"] for o in outcomes))
-    summary = {"jobs_total": total, "counts": counts, "jobs": outcomes}
+    summary = {"jobs_total": total, "grid_jobs": grid_jobs, "counts": counts, "jobs": outcomes}
     if unbracketed is not None:
         summary["unbracketed"] = unbracketed
     write_json_atomic(os.path.join(sweep_dir, SUMMARY_FILE), summary)

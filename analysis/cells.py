@@ -1,0 +1,124 @@
+"""Runs grouped into cells (model, dataset, method, rank, and any setting that differs), each cell's
+learning rate chosen on validation (analysis.selection), and its test score over the runs that learned.
+
+A cell that ran one learning rate has nothing to choose: its runs are taken as they are, and the
+table says the rate was not tuned. A cell that ran several gets the chosen rate, its grid edge (if
+the choice sits on one) and the runs at it; collapsed runs are listed, never averaged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from analysis import selection, stats
+from analysis.collect import CELL, hashable, split_keys
+
+# A method's place in every table and figure, and its colour (one per method, in every figure).
+METHOD_ORDER = ("full", "lora", "qlora", "dora", "qlora+dora")
+METHOD_LABELS = {"full": "Full FT", "lora": "LoRA", "qlora": "QLoRA", "dora": "DoRA", "qlora+dora": "QLoRA+DoRA"}
+METHOD_COLOURS = {"full": "#222222", "lora": "#1f77b4", "qlora": "#ff7f0e", "dora": "#2ca02c",
+                  "qlora+dora": "#d62728"}
+
+
+@dataclass
+class Cell:
+    key: dict
+    runs: pd.DataFrame
+    metric: str
+    choice: selection.Choice | None
+    tuned: bool
+    chosen_runs: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+    @property
+    def method(self) -> str:
+        return self.key["method"]
+
+    @property
+    def rank(self):
+        return self.key["rank"]
+
+    @property
+    def lr(self) -> float | None:
+        return self.choice.chosen if self.choice else None
+
+    @property
+    def learned(self) -> pd.DataFrame:
+        return self.chosen_runs[self.chosen_runs["learned"]]
+
+    def scores(self) -> dict:
+        """seed -> test score (points for fractions) of the runs that learned at the chosen rate."""
+        column = f"metrics.{self.metric}"
+        learned = self.learned.dropna(subset=[column])
+        return {int(seed): scaled(value, self.metric) for seed, value in zip(learned["seed"], learned[column])}
+
+    def estimate(self) -> stats.Estimate:
+        return stats.mean_interval(list(self.scores().values()))
+
+    @property
+    def label(self) -> str:
+        rank = "" if pd.isna(self.rank) else f" r={int(self.rank)}"
+        return f"{METHOD_LABELS.get(self.method, self.method)}{rank}"
+
+
+def scaled(value: float, metric: str) -> float:
+    """Fractions (accuracy, F1) as percentage points, like the papers; losses as they are."""
+    return 100 * float(value) if is_fraction(metric) else float(value)
+
+
+def is_fraction(metric: str) -> bool:
+    return any(marker in metric for marker in ("accuracy", "f1", "exact_match", "rouge"))
+
+
+def higher_is_better(metric: str) -> bool:
+    return not ("loss" in metric or "perplexity" in metric)
+
+
+def selection_metric(metric: str) -> str:
+    """The validation twin of a test metric: what learning rates are chosen by."""
+    return metric.replace("test_", "validation_", 1)
+
+
+def cell_keys(runs: pd.DataFrame) -> list[str]:
+    """The columns that name a cell: CELL plus every setting that differs inside one, but the
+    learning rate, which a cell chooses."""
+    return CELL + [k for k in split_keys(runs) if k != "config.method.learning_rate"]
+
+
+def build(runs: pd.DataFrame, metric: str) -> list[Cell]:
+    """Every cell of the ok runs, in table order (method, then rank)."""
+    ok = runs[runs["status"] == "ok"]
+    if not len(ok):
+        return []
+    keys = cell_keys(ok)
+    grouped = ok.assign(**{f"_{k}": ok[k].map(hashable) for k in keys}).groupby([f"_{k}" for k in keys], dropna=False)
+    cells = [_cell(dict(zip(keys, values)), group, metric) for values, group in grouped]
+    return sorted(cells, key=lambda c: (METHOD_ORDER.index(c.method) if c.method in METHOD_ORDER else 99,
+                                        -1 if pd.isna(c.rank) else c.rank))
+
+
+def _cell(key: dict, group: pd.DataFrame, metric: str) -> Cell:
+    lrs = sorted(group["lr"].dropna().unique())
+    if len(lrs) <= 1:
+        choice = selection.Choice(lrs[0] if lrs else None, lrs)
+        return Cell(key, group, metric, choice, tuned=False, chosen_runs=group)
+    by_value = {lr: _trials(group[group["lr"] == lr], metric) for lr in lrs}
+    choice = selection.choose(by_value, higher_is_better(metric))
+    chosen = group[group["lr"] == choice.chosen] if choice.chosen is not None else group.iloc[0:0]
+    return Cell(key, group, metric, choice, tuned=True, chosen_runs=chosen)
+
+
+def _trials(runs: pd.DataFrame, metric: str) -> list[selection.Trial]:
+    column = f"metrics.{selection_metric(metric)}"
+    scores = runs[column] if column in runs else pd.Series(float("nan"), index=runs.index)
+    return [selection.Trial(int(seed), None if pd.isna(score) else float(score), bool(learned))
+            for seed, score, learned in zip(runs["seed"], scores, runs["learned"])]
+
+
+def find(cells: list[Cell], method: str, rank=None, **setting) -> Cell | None:
+    for cell in cells:
+        same_rank = (pd.isna(cell.rank) and rank is None) or cell.rank == rank
+        if cell.method == method and same_rank and all(cell.key.get(k) == v for k, v in setting.items()):
+            return cell
+    return None

@@ -1,0 +1,123 @@
+"""The paper-style table: rows are ranks (and full FT), columns the methods at their chosen learning
+rates, each with its 95% t interval and n; QLoRA - LoRA with its test; every method against full FT."""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+
+import pandas as pd
+from omegaconf import OmegaConf
+
+from analysis import cells as cellmod
+from analysis import figures, stats
+from analysis.cells import METHOD_LABELS, Cell, find
+from analysis.document import Section
+from lab.config import validate
+from lab.memory.estimate import Plan
+
+ADAPTER_METHODS = ("lora", "qlora", "dora", "qlora+dora")
+
+
+def metric_label(metric: str) -> str:
+    name = metric.replace("test_", "Test ").replace("_", " ")
+    return f"{name[0].upper()}{name[1:]} (%)" if cellmod.is_fraction(metric) else name[0].upper() + name[1:]
+
+
+def score_text(cell: Cell | None) -> str:
+    if cell is None:
+        return ""
+    if cell.lr is None:
+        return "no learning rate without a collapsed or failed run"
+    est, note = cell.estimate(), "" if cell.tuned else ", not tuned"
+    if cell.tuned and cell.choice.edge:
+        note += f", on the grid's {cell.choice.edge} edge"
+    collapsed = int((cell.chosen_runs["health"] == "collapsed").sum())
+    note += f", {collapsed} collapsed" if collapsed else ""
+    return f"{est.text()} <sub>lr {cell.lr:g}{note}</sub>"
+
+
+@lru_cache(maxsize=None)
+def _planned_adapter(config_json: str) -> int:
+    """Adapter-only parameters from the config alone (meta device), for records that predate `params.adapter`."""
+    return Plan(validate(OmegaConf.create(json.loads(config_json)))).params()["adapter"]
+
+
+def adapter_params(cell: Cell) -> int | None:
+    runs = cell.runs
+    if "params.adapter" in runs and runs["params.adapter"].notna().any():
+        return int(runs["params.adapter"].dropna().iloc[0])
+    with open(runs["path"].iloc[0]) as f:
+        config = json.load(f)["config"]
+    if "<redacted>" in json.dumps(config.get("model", {})):
+        return None
+    return _planned_adapter(json.dumps(config, sort_keys=True))
+
+
+def paired_text(a: Cell | None, b: Cell | None) -> str:
+    if a is None or b is None or a.lr is None or b.lr is None:
+        return ""
+    diff = stats.difference(a.scores(), b.scores())
+    p = "" if diff.p is None else f", p = {diff.p:.3f}"
+    return f"{diff.text(signed=True)} <sub>{diff.method}{p}</sub>"
+
+
+def main_table(cells: list[Cell]) -> pd.DataFrame:
+    methods = [m for m in ADAPTER_METHODS if any(c.method == m for c in cells)]
+    full = find(cells, "full")
+    rows = []
+    if full is not None:
+        total = full.runs["params.total"].dropna()
+        rows.append({"Rank": "Full FT", "Adapter params": f"all {int(total.iloc[0]):,}" if len(total) else "all",
+                     "Full FT": score_text(full)})
+    for rank in sorted({int(c.rank) for c in cells if not pd.isna(c.rank)}):
+        here = {m: find(cells, m, rank) for m in methods}
+        first = next(c for c in here.values() if c is not None)
+        params = adapter_params(first)
+        row = {"Rank": f"r={rank}", "Adapter params": f"{params:,}" if params is not None else "?"}
+        row.update({METHOD_LABELS[m]: score_text(c) for m, c in here.items()})
+        if "lora" in here and "qlora" in here:
+            row["QLoRA − LoRA"] = paired_text(here["qlora"], here["lora"])
+        rows.append(row)
+    return pd.DataFrame(rows).fillna("")
+
+
+def versus_full(cells: list[Cell]) -> pd.DataFrame:
+    full = find(cells, "full")
+    if full is None:
+        return pd.DataFrame()
+    rows = [{"Cell": c.label, "lr": f"{c.lr:g}" if c.lr else "", "Difference to full FT (points)": paired_text(c, full)}
+            for c in cells if c.method != "full"]
+    return pd.DataFrame(rows)
+
+
+def caption(cells: list[Cell], metric: str, runs: pd.DataFrame) -> str:
+    test_rows = pd.to_numeric(runs.get("splits.test"), errors="coerce").dropna()
+    scores = [v for c in cells for v in c.scores().values()]
+    text = (f"{metric_label(metric)} at each cell's learning rate chosen on the validation split; mean and 95% "
+            "Student t interval over the seeds whose runs learned (n); collapsed runs are counted in the cell, "
+            "never averaged.")
+    if len(test_rows) and scores and cellmod.is_fraction(metric):
+        n, mean = int(test_rows.iloc[0]), sum(scores) / len(scores) / 100
+        text += (f" The test split has {n:,} rows: one run's accuracy near {100 * mean:.0f}% carries a binomial "
+                 f"standard error of ±{100 * stats.binomial_se(mean, n):.2f} points.")
+    return text + (" Differences: paired t test over the seeds both cells ran (Welch's t where they differ); "
+                   "adapter params count LoRA's A and B only (the task heads that train beside them are not adapter).")
+
+
+def chance(runs: pd.DataFrame) -> float | None:
+    shares = runs.get("health_detail.majority_share", pd.Series(dtype=float)).dropna()
+    return 100 * float(shares.median()) if len(shares) else None
+
+
+def section(cells: list[Cell], runs: pd.DataFrame, metric: str, folder: str) -> Section:
+    out = Section("Results")
+    out.table(main_table(cells), caption(cells, metric, runs))
+    versus = versus_full(cells)
+    if len(versus):
+        out.table(versus, "Every cell against full fine-tuning (the interval of the difference, its test, p).")
+    out.figure(figures.rank_plot(cells, metric_label(metric), chance(runs) if cellmod.is_fraction(metric) else None,
+                                 folder),
+               f"{metric_label(metric)} against rank (log 2): mean and 95% t interval per cell at its chosen learning "
+               "rate, each run a dot, collapsed runs hollow, full FT a band, chance dotted.")
+    return out

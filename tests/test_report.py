@@ -1,0 +1,155 @@
+"""The report: cells, choices, intervals and claims on hand-built records (no training), and the whole
+pipeline on a real tiny sweep, down to the HTML page a browser opens."""
+
+import json
+import os
+import shutil
+import subprocess
+
+import pandas as pd
+import pytest
+
+from analysis import cells as cellmod
+from analysis import claims, report
+from analysis.collect import Collection, to_frame
+from analysis.sections import results
+from sweep_helpers import tiny_sweep
+
+
+def record(method, rank, seed, lr, test, validation, health="learned", adapter_params=None):
+    adapter = method != "full"
+    return {
+        "run_id": f"{method}-r{rank}-lr{lr}-s{seed}", "status": "ok", "health": health, "method": method,
+        "rank": rank if adapter else None, "model": "minilm-l6", "dataset": "movie-sentences", "seed": seed,
+        "params": {"trainable": 1000, "total": 22_700_000, "adapter": adapter_params or (rank * 100 if adapter else 0)},
+        "metrics": {"test_accuracy": test, "validation_accuracy": validation},
+        "health_detail": {"majority_share": 0.511, "label_entropy": 0.693},
+        "memory": {"unit": "bytes", "weights": {"frozen_float32": 90e6}, "gradients": 1e6, "optimizer_state": {"exp_avg": 1e6},
+                   "activations": 2e6, "buffers": 1e3, "ledger_total": 90e6 + 4e6 + 1e3},
+        "splits": {"train": 9066, "validation": 500, "test": 1000},
+        "config": {"method": {"name": method, "learning_rate": lr, "targets": "qv" if adapter else None},
+                   "trainer": {"max_steps": 100, "batch_size": 16}},
+    }
+
+
+def cell_runs(method, rank, per_lr, seeds=5, pattern=(0, 2, -2, 1, -1)):
+    """per_lr: {lr: (test, validation)}, each seed off by pattern[seed] x 0.2 points."""
+    out = []
+    for lr, (test, validation) in per_lr.items():
+        for seed in range(seeds):
+            wobble = pattern[seed] * 0.002
+            out.append(record(method, rank, seed, lr, test + wobble, validation + wobble))
+    return out
+
+
+def frame(records):
+    return to_frame(records)
+
+
+def test_a_collapsed_run_is_never_averaged_and_its_rate_never_chosen():
+    records = cell_runs("lora", 16, {2e-3: (0.78, 0.77), 8e-3: (0.80, 0.79)})
+    records[-1].update(health="collapsed", metrics={"test_accuracy": 0.511, "validation_accuracy": 0.50})
+    (cell,) = cellmod.build(frame(records), "test_accuracy")
+    assert cell.lr == 2e-3 and cell.choice.means.keys() == {2e-3}
+    assert cell.choice.edge == "low"  # 8e-3 is not eligible, but was tried: the choice sits on the low edge
+    assert len(cell.scores()) == 5 and min(cell.scores().values()) > 77
+
+
+def test_a_single_learning_rate_is_not_tuned_and_drops_only_collapsed_runs():
+    records = cell_runs("lora", 4, {2e-3: (0.76, 0.75)})
+    records[0]["health"] = "collapsed"
+    (cell,) = cellmod.build(frame(records), "test_accuracy")
+    assert not cell.tuned and cell.lr == 2e-3 and len(cell.scores()) == 4
+    assert "not tuned, 1 collapsed" in results.score_text(cell)
+
+
+def test_main_table_has_one_row_per_rank_adapter_params_and_a_paired_difference():
+    records = (cell_runs("full", None, {1e-4: (0.795, 0.78)}) + cell_runs("lora", 16, {2e-3: (0.79, 0.78)})
+               + cell_runs("qlora", 16, {2e-3: (0.777, 0.77)}))
+    cells = cellmod.build(frame(records), "test_accuracy")
+    table = results.main_table(cells)
+    assert list(table["Rank"]) == ["Full FT", "r=16"]
+    assert table.loc[1, "Adapter params"] == "1,600"
+    assert "paired t, 4 df" in table.loc[1, "QLoRA − LoRA"] and "-1.30" in table.loc[1, "QLoRA − LoRA"]
+    assert table.loc[0, "LoRA"] == "" and "(n=5)" in table.loc[0, "Full FT"]
+
+
+def test_claims_need_five_seeds_and_name_their_test():
+    few = cell_runs("full", None, {1e-4: (0.795, 0.78)}, seeds=3) + cell_runs("lora", 16, {2e-3: (0.79, 0.78)}, seeds=3)
+    verdict = claims.judge(cellmod.build(frame(few), "test_accuracy"))[0]
+    assert verdict["verdict"] == "not enough seeds" and "n=3" in verdict["evidence"][0]
+    enough = cell_runs("full", None, {1e-4: (0.795, 0.78)}) + cell_runs("lora", 16, {2e-3: (0.794, 0.78)})
+    verdict = claims.judge(cellmod.build(frame(enough), "test_accuracy"))[0]
+    assert verdict["verdict"] == "held" and "paired t, 4 df" in verdict["evidence"][0]
+    worse = cell_runs("full", None, {1e-4: (0.795, 0.78)}) + cell_runs("lora", 16, {2e-3: (0.75, 0.74)})
+    assert claims.judge(cellmod.build(frame(worse), "test_accuracy"))[0]["verdict"] == "not held"
+
+
+def test_gains_diminish_reads_the_rank_ladder():
+    ladder = ((1, 0.72, (0, 2, -2, 1, -1)), (4, 0.76, (1, -1, 0, 2, -2)), (16, 0.778, (-2, 1, 2, 0, -1)),
+              (64, 0.779, (2, 0, -1, -2, 1)))
+    records = [r for rank, acc, pattern in ladder for r in cell_runs("qlora", rank, {2e-3: (acc, acc)}, pattern=pattern)]
+    verdict = claims.gains_diminish(cellmod.build(frame(records), "test_accuracy"))
+    assert verdict["verdict"] == "held" and "r* = 16" in verdict["evidence"]
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    sweep = tiny_sweep(tmp_path_factory)
+    out = tmp_path_factory.mktemp("report")
+    summary = report.read_sweep(str(sweep["sweep_dir"]))
+    collection, notes = report.select_sweep(Collection(*_collect(sweep)), summary)
+    return report.build(collection, str(out), "tiny sweep", sweep=summary, sweep_notes=notes), out
+
+
+def _collect(sweep):
+    from analysis.collect import collect
+
+    collection = collect(str(sweep["results"]))
+    return collection.runs, collection.problems
+
+
+def test_the_report_of_a_real_sweep_opens_with_its_setup_and_names_every_run_state(built):
+    paths, out = built
+    text = open(paths["md"]).read()
+    assert text.index("## Setup") < text.index("## Results")
+    for needed in ("tiny-bert", "synthetic-cls", "8 steps x batch 16", "train 96, validation 32, test 32",
+                   "Runs by status and health", "diverged", "failed", "binomial standard error"):
+        assert needed in text, needed
+    for name in ("runs.csv", "claims.csv", "main_table.csv", "report.html", "loss_curves.png", "memory_ledger.png"):
+        assert (out / name).exists(), name
+    html = open(paths["html"]).read()
+    assert "data:image/png;base64," in html and 'src="loss_curves.png"' not in html
+
+
+CHECK = """<script>
+window.__errors = [];
+window.addEventListener('error', e => window.__errors.push(String(e.message || (e.target && e.target.src))), true);
+window.addEventListener('load', () => {
+  const images = [...document.images];
+  const broken = images.filter(i => !i.complete || i.naturalWidth === 0).length;
+  document.body.setAttribute('data-check', JSON.stringify({images: images.length, broken, errors: window.__errors,
+                                                           tables: document.querySelectorAll('table').length}));
+});
+</script>"""
+CHROMIUM = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def test_the_html_report_renders_every_figure_in_a_browser(built, tmp_path):
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is missing: .ci/run installs it (apt-get install chromium)")
+        pytest.skip("no chromium here (CI installs it)")
+    paths, out = built
+    page = tmp_path / "checked.html"
+    page.write_text(open(paths["html"]).read().replace("<head>", "<head>" + CHECK, 1))
+    flags = [*CHROMIUM, f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=10000"]
+    dom = subprocess.run([browser, *flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)
+    check = json.loads(dom.stdout.split('data-check="')[1].split('"')[0].replace("&quot;", '"'))
+    assert check["images"] >= 3 and check["broken"] == 0 and check["errors"] == [] and check["tables"] >= 4, check
+    shot = out / "report_screenshot.png"
+    subprocess.run([browser, *flags, "--window-size=1200,2400", f"--screenshot={shot}", page.as_uri()],
+                   capture_output=True, timeout=120, check=True)
+    assert shot.stat().st_size > 10_000
