@@ -21,7 +21,7 @@ from omegaconf import OmegaConf
 from analysis import cells as cellmod
 from analysis import document
 from analysis.collect import Collection, collect, filter_rows
-from analysis.sections import claims, curves, learning_rates, memory, pareto, published, results, runs, setup
+from analysis.sections import answer, claims, curves, learning_rates, memory, pareto, published, results, runs, setup
 from hydra_plugins.lab_sweeps.grouped_sweeper import SUMMARY_FILE, expand
 
 
@@ -79,7 +79,8 @@ def build(collection: Collection, out: str, title: str, metric: str = "auto", sw
     metric = choose_metric(frame, metric)
     cells = cellmod.build(frame, metric)
     claims_section, claims_frame = claims.section(cells)
-    sections = [setup.section(frame), results.section(cells, frame, metric, out), claims_section,
+    sections = [setup.section(frame), answer.section(cells, frame, metric), results.section(cells, frame, metric, out),
+                claims_section,
                 learning_rates.section(cells, frame, sweep), runs.section(frame, metric, sweep_notes or [],
                                                                         collection.problems),
                 curves.section(cells, frame, out), memory.section(cells, out), pareto.section(cells, metric, out),

@@ -50,7 +50,8 @@ def adapter_settings(runs: pd.DataFrame) -> str:
     if not len(adapters):
         return "– (full fine-tuning only)"
     scaling = _joined(adapters, "config.method.scaling", "alpha as given")
-    return (f"targets {_joined(adapters, 'targets')}; scaling {scaling} (alpha {_joined(adapters, 'config.method.alpha')}); "
+    alpha = "alpha = 2r, scale alpha/r = 2" if scaling == "alpha_2r" else f"alpha {_joined(adapters, 'config.method.alpha')}"
+    return (f"targets {_joined(adapters, 'targets')}; scaling {scaling} ({alpha}); "
             f"dropout {_joined(adapters, 'config.method.dropout')}")
 
 

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from contextlib import contextmanager
 
 import bitsandbytes as bnb
@@ -93,10 +94,14 @@ def model_config(mcfg: DictConfig, num_labels: int | None = None, cache_dir: str
 
 @contextmanager
 def _quiet_transformers():
+    """Building on the meta device makes transformers and peft warn about what a real load would do
+    (missing weights, checkpointing names deprecated in v6): nothing a planner's user can act on."""
     level = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
     try:
-        yield
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            yield
     finally:
         hf_logging.set_verbosity(level)
 
