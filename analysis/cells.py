@@ -56,6 +56,13 @@ class Cell:
     def estimate(self) -> stats.Estimate:
         return stats.mean_interval(list(self.scores().values()))
 
+    def score_text(self) -> str:
+        """The mean and its interval, or why there is none."""
+        if not self.scores():
+            collapsed = int((self.chosen_runs["health"] == "collapsed").sum())
+            return f"no run learned ({collapsed} of {len(self.chosen_runs)} collapsed)"
+        return self.estimate().text()
+
     @property
     def label(self) -> str:
         rank = "" if pd.isna(self.rank) else f" r={int(self.rank)}"

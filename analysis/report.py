@@ -99,7 +99,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(prog="python -m analysis report", description=__doc__.split("\n")[0])
     parser.add_argument("--results", default="results", help="the results store (paths.results)")
     parser.add_argument("--sweep", help="a sweep folder (hydra.sweep.dir) or its sweep_summary.json: only its runs")
-    parser.add_argument("--out", required=True, help="folder for report.md, report.html, figures and CSVs")
+    parser.add_argument("--out", help="folder for report.md, report.html, figures and CSVs (default: "
+                                      "reports/<the sweep folder's name>)")
     parser.add_argument("--metric", default="auto", help="a metrics.* key (auto: test_accuracy, or test_loss for "
                                                           "causal-LM runs)")
     parser.add_argument("--where", action="append", default=[], help="keep rows with COLUMN=VALUE (repeatable)")
@@ -113,8 +114,12 @@ def main(argv: list[str] | None = None) -> dict:
         sweep = read_sweep(args.sweep)
         collection, notes = select_sweep(collection, sweep)
     collection = Collection(filter_rows(collection.runs, args.where), collection.problems)
+    if not args.out and not args.sweep:
+        parser.error("--out is needed without --sweep")
+    sweep_folder = args.sweep if not args.sweep or os.path.isdir(args.sweep) else os.path.dirname(args.sweep)
+    out = args.out or os.path.join("reports", os.path.basename(os.path.normpath(sweep_folder)))
     title = args.title or f"Report: {args.sweep or args.results}"
-    built = build(collection, args.out, title, args.metric, sweep, notes)
+    built = build(collection, out, title, args.metric, sweep, notes)
     print(built["main_table"].to_markdown(index=False))
     if len(built["ledger"]):
         print("\nMemory ledger, MB = 1e6 bytes (exact bytes counted on the first training step):\n")

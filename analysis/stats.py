@@ -40,6 +40,8 @@ class Estimate:
 
     def text(self, digits: int = 2, signed: bool = False) -> str:
         fmt = f"{{:{'+' if signed else ''}.{digits}f}}"
+        if math.isnan(self.value):
+            return f"– (n={self.n})"
         if math.isnan(self.low):
             return f"{fmt.format(self.value)} (n={self.n})"
         return f"{fmt.format(self.value)} [{fmt.format(self.low)}, {fmt.format(self.high)}] (n={self.n})"

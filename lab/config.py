@@ -72,6 +72,12 @@ if not OmegaConf.has_resolver("lora_alpha"):
         else HELD_ALPHA if scaling in Scaling.__members__ else None)
 if not OmegaConf.has_resolver("lab_cache"):
     OmegaConf.register_new_resolver("lab_cache", default_cache_dir)
+if not OmegaConf.has_resolver("lab_file_stem"):
+    # A task read from a file is named after it (reviews.csv -> reviews), so two tasks never share a run
+    # id, a sweep folder or a table cell; dataset.name=... still names it.
+    OmegaConf.register_new_resolver("lab_file_stem",
+                                    lambda path, default: os.path.splitext(os.path.basename(str(path)))[0] or default
+                                    if path else default)
 
 
 @dataclass
@@ -298,8 +304,11 @@ def _check_task(merged: DictConfig) -> None:
             raise ConfigError("dataset.sizes", split, "one of " + ", ".join(SPLITS))
     for split in SPLITS:
         size = data.sizes.get(split)
-        # Real data may give the training split whatever validation and test leave over.
-        if split == "train" and data.source != "synthetic" and size in (None, "rest"):
+        # Real data may give the training split whatever validation and test leave over, and size
+        # validation and test as a share of the file (lab.data.sources.AUTO_SIZES).
+        if data.source != "synthetic" and size == ("rest" if split == "train" else "auto"):
+            continue
+        if split == "train" and data.source != "synthetic" and size is None:
             continue
         _positive_int(f"dataset.sizes.{split}", size)
 

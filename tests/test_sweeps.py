@@ -15,7 +15,7 @@ from sweep_helpers import TINY_OK, TINY_OVERRIDES, finish, lab_multirun, records
 
 SWEEPS = sorted(p.stem for p in (CONF / "sweep").glob("*.yaml"))
 # Jobs per sweep: the grids the sweep files promise.
-EXPECTED_JOBS = {"quick": 14, "rank_vs_accuracy": 57, "smoke": 4, "method_comparison": 9, "model_size": 27,
+EXPECTED_JOBS = {"quick": 14, "rank_vs_accuracy": 57, "smoke": 4, "method_comparison": 15, "model_size": 27,
                  "lora_glue": 40, "lora_rank_targets": 48, "qlora_llama2_7b": 5, "rank_vs_accuracy_tuned": 99,
                  "scaling_variants": 189}
 

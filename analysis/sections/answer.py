@@ -36,7 +36,7 @@ def rows(cells: list[Cell], full: Cell | None) -> pd.DataFrame:
             continue
         ledger = ledger_row(cell)
         seconds = _median(cell.learned, "timing.train_seconds")
-        out.append({"Method": cell.label, "Score": cell.estimate().text(),
+        out.append({"Method": cell.label, "Score": cell.score_text(),
                     "Difference to full FT": "reference" if cell is full else paired_text(cell, full),
                     "Training time, s (median)": f"{seconds:.0f}" if seconds else "–",
                     "Memory ledger, MB": f"{ledger['Ledger total']:.1f}" if ledger else "–",
@@ -91,8 +91,9 @@ def section(cells: list[Cell], runs: pd.DataFrame, metric: str) -> Section:
     full = find(cells, "full")
     out = Section("The answer")
     out.table(rows(cells, full), f"{metric_label(metric)}: mean and 95% t interval over the seeds whose runs learned, "
-                                 "at each cell's chosen learning rate; differences by paired t (Welch where seeds "
-                                 "differ). Memory: the exact ledger of one training step; MB = 1e6 bytes.")
+                                 "at each cell's learning rate (chosen on validation where several were tried); "
+                                 "differences by paired t (Welch where seeds differ). Memory: the exact ledger of one "
+                                 "training step; MB = 1e6 bytes.")
     out.text(verdict(cells, full))
     line = power_line(cells, runs)
     if line:

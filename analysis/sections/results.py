@@ -29,12 +29,12 @@ def score_text(cell: Cell | None) -> str:
         return ""
     if cell.lr is None:
         return "no learning rate without a collapsed or failed run"
-    est, note = cell.estimate(), "" if cell.tuned else ", not tuned"
+    note = "" if cell.tuned else ", not tuned"
     if cell.tuned and cell.choice.edge:
         note += f", on the grid's {cell.choice.edge} edge"
     collapsed = int((cell.chosen_runs["health"] == "collapsed").sum())
     note += f", {collapsed} collapsed" if collapsed else ""
-    return f"{est.text()} <sub>lr {cell.lr:g}{note}</sub>"
+    return f"{cell.score_text()} <sub>lr {cell.lr:g}{note}</sub>"
 
 
 @lru_cache(maxsize=None)

@@ -132,10 +132,24 @@ def _is_number(text: str) -> bool:
         return False
 
 
+# `auto` split sizes: a share of the rows, capped, so a larger file gets a test split that can tell
+# methods apart (20 % of 3,610 rows: 722 test rows, ±1.6 points of binomial noise at 77 %).
+AUTO_SIZES = {"test": (0.2, 2000), "validation": (0.1, 1000)}
+
+
+def auto_size(split: str, value, rows: int) -> int:
+    """A split's size: as given, or for `auto` its share of `rows` (at least 1, at most the cap)."""
+    if value != "auto":
+        return value
+    share, cap = AUTO_SIZES[split]
+    return max(1, min(cap, round(share * rows)))
+
+
 def split(rows: list[dict], test_rows: list[dict] | None, sizes: DictConfig, seed: int,
           where: str) -> dict[str, list[dict]]:
     rng = np.random.default_rng(seed)
-    n_test, n_validation, n_train = sizes["test"], sizes["validation"], sizes.get("train")
+    n_test = auto_size("test", sizes["test"], len(rows) if test_rows is None else len(test_rows))
+    n_validation, n_train = auto_size("validation", sizes["validation"], len(rows)), sizes.get("train")
     rest = n_train in (None, "rest")
     allowed = (f"sizes that fit the {{}} rows of {where}: validation + test + train <= rows (train: rest takes "
                "what the others leave)")
