@@ -73,7 +73,8 @@ def _peft_count(cfg):
                               num_labels, "cpu")
     peft_model = methods.apply_method(model, cfg, "cpu")
     trainable, total = peft_model.get_nb_trainable_parameters()
-    return peft_model, {"trainable": trainable, "total": total}
+    adapter = sum(p.numel() for name, p in peft_model.named_parameters() if p.requires_grad and "lora_" in name)
+    return peft_model, {"trainable": trainable, "total": total, "adapter": adapter}
 
 
 @pytest.mark.parametrize("model", list(TINY))

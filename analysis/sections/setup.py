@@ -10,10 +10,15 @@ import pandas as pd
 from analysis.document import Section
 
 
+def _text(value) -> str:
+    # A column with a missing value (a failed run has no split sizes) turns pandas' ints into floats.
+    return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
+
+
 def _values(runs: pd.DataFrame, column: str) -> list:
     if column not in runs:
         return []
-    return sorted({str(v) for v in runs[column].dropna()})
+    return sorted({_text(v) for v in runs[column].dropna()})
 
 
 def _joined(runs: pd.DataFrame, column: str, empty: str = "–") -> str:
