@@ -417,7 +417,10 @@ def trained_copy(module):
     return module
 
 
-FAMILIES = {"llama": "llama", "bert": "bert", "roberta": "bert", "xlm-roberta": "bert"}
+# Mistral and Qwen2 decoders are Llama's forward under other names: the same modules (q/k/v/o,
+# gate/up/down, two RMSNorms, rotary, SDPA); Qwen2's q/k/v biases save nothing when frozen.
+FAMILIES = {"llama": "llama", "mistral": "llama", "qwen2": "llama",
+            "bert": "bert", "roberta": "bert", "xlm-roberta": "bert"}
 
 
 def estimate_saved(plan, batch: int, seq_len: int, padded: bool = False, token_types: bool = False) -> dict:
@@ -436,6 +439,10 @@ def estimate_saved(plan, batch: int, seq_len: int, padded: bool = False, token_t
     fwd = Forward(plan, batch, seq_len, padded, token_types)
     getattr(fwd, family)()
     parts = dict(sorted((k, v) for k, v in fwd.saved.parts.items() if v))
-    return {"total": sum(parts.values()), "by_part": parts, "family": family, "device": plan.device,
+    # autocast caches its casts of trainable weights until the forward ends; those no op saved
+    # (inside checkpointed layers) are freed then, before any gradient exists
+    cache = sum(c.nbytes for c in fwd.weight_copies.values() if id(c.storage) not in fwd.saved.storages)
+    return {"total": sum(parts.values()), "by_part": parts, "autocast_cache_unsaved": cache,
+            "family": family, "device": plan.device,
             "validated": plan.device == "cpu" and plan.autocast is None,
             "gradient_checkpointing": fwd.checkpointing, "padded": padded}

@@ -342,6 +342,9 @@ def summarize(plan: Plan, batch: int, seq_len: int, *, padded: bool = False, tok
         acts = plan.activation_bytes(batch, seq_len, padded, token_types)
         out["activations"] = acts["total"]
         out["activations_detail"] = acts
+        # Freed when the forward ends, before gradients exist, and at most half their bytes (bf16
+        # copies of fp32 trainable weights): shown by lab-plan, never above the peak below.
+        out["autocast_cache"] = acts["autocast_cache_unsaved"]
         out["peak_estimate"] = out["weights_gradients_optimizer"] + out["buffers"] + out["activations"]
     on_host = {"none": (), "optimizer": ("optimizer_state",),
                "full": ("weights_total", "gradients", "optimizer_state")}[offload]

@@ -1,0 +1,98 @@
+"""A model config node for any Hugging Face architecture: from a local config.json, a folder holding
+one, or a hub id. Only the architecture is read; the estimator builds it on the meta device.
+
+The node is what a `lab/conf/model/*.yaml` file would say: the config.json's fields as
+`architecture`, the task (`cls` for BERT-like encoders, else `lm`), and LoRA target sets found on
+the built model's linear layers: `all-linear` (every linear layer but the output head), `attn`
+(the attention projections) and `qv` (query and value), where the model has them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
+
+from lab.errors import ConfigError
+from lab.memory.estimate import _quiet_transformers
+
+KEY = "plan.config"
+# Fields of a config.json that describe the file, not the architecture.
+NOT_ARCHITECTURE = ("architectures", "transformers_version", "torch_dtype", "dtype", "_name_or_path", "auto_map")
+ENCODERS = ("bert", "roberta", "xlm-roberta")
+# "dense" is not an attention name: BERT reuses it for the MLP too.
+QUERY, KEY_PROJ, VALUE, OUT = ("q_proj", "query"), ("k_proj", "key"), ("v_proj", "value"), ("o_proj",)
+HEADS = ("lm_head", "classifier", "score", "out_proj", "pooler")
+
+
+def read_architecture(source: str, cache_dir: str | None = None) -> tuple[str, dict]:
+    """(name, config.json fields) from a file, a folder or a hub id; ConfigError if none answers."""
+    path = os.path.join(source, "config.json") if os.path.isdir(source) else source
+    if os.path.isfile(path):
+        try:
+            with open(path) as f:
+                fields = json.load(f)
+        except (OSError, json.JSONDecodeError) as err:
+            raise ConfigError(KEY, source, f"a readable config.json ({type(err).__name__}: {err})") from None
+        folder = os.path.basename(os.path.dirname(os.path.abspath(path)))
+        return folder or "config", fields
+    if os.path.sep in source or source.endswith(".json"):
+        raise ConfigError(KEY, source, "an existing config.json, a folder holding one, or a hub id (org/name)")
+    try:
+        config = AutoConfig.from_pretrained(source, cache_dir=cache_dir)
+    except Exception as err:  # offline, unknown id, gated: all one answer for the user
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError(KEY, source, "a local config.json or folder, or a hub id the Hugging Face hub answers "
+                                       f"for from here (it did not: {first[:160]})") from None
+    return source.replace("/", "--"), config.to_dict()
+
+
+def model_node(source: str, cache_dir: str | None = None) -> dict:
+    """The `model` config node for `source` (see the module docstring)."""
+    name, fields = read_architecture(source, cache_dir)
+    if "model_type" not in fields:
+        raise ConfigError(KEY, source, "a config.json with a model_type (transformers' architecture name)")
+    arch = {k: v for k, v in fields.items() if k not in NOT_ARCHITECTURE and not k.startswith("_")}
+    task = "cls" if arch["model_type"] in ENCODERS else "lm"
+    if "quantization_config" in arch:
+        raise ConfigError(KEY, source, "an unquantized checkpoint's config (this one carries a "
+                                       "quantization_config; QLoRA quantizes with method=qlora)")
+    names = linear_names(arch, task)
+    return {"name": re.sub(r"[^A-Za-z0-9._-]+", "-", name), "task": task, "source": "local",
+            "path": os.path.abspath(source) if os.path.exists(source) else source,
+            "architecture": arch, "config_source": f"{source} (config.json)",
+            "max_length": int(arch.get("max_position_embeddings") or 512), "head_modules": [],
+            "target_sets": target_sets(names), "trust_remote_code": False}
+
+
+def linear_names(arch: dict, task: str) -> list[str]:
+    """The distinct last names of the model's linear layers, output heads excluded (meta device)."""
+    fields = dict(arch)
+    model_type = fields.pop("model_type")
+    try:
+        config = AutoConfig.for_model(model_type, **fields)
+    except ValueError as err:
+        raise ConfigError(KEY, model_type, f"a model_type this transformers knows ({err})") from None
+    auto = AutoModelForSequenceClassification if task == "cls" else AutoModelForCausalLM
+    with _quiet_transformers(), torch.device("meta"):
+        model = auto.from_config(config)
+    names = []
+    for full, module in model.named_modules():
+        last = full.rsplit(".", 1)[-1]
+        if isinstance(module, torch.nn.Linear) and last not in HEADS and last not in names:
+            names.append(last)
+    return names
+
+
+def target_sets(names: list[str]) -> dict[str, list[str]]:
+    sets = {"all-linear": list(names)}
+    attn = [n for group in (QUERY, KEY_PROJ, VALUE, OUT) for n in group if n in names][:4]
+    if attn:
+        sets["attn"] = attn
+    qv = [n for group in (QUERY, VALUE) for n in group if n in names]
+    if len(qv) == 2:
+        sets["qv"] = qv
+    return sets

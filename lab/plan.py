@@ -1,0 +1,261 @@
+"""`lab-plan`: the training memory of a configuration on a GPU, from the architecture alone.
+
+    lab-plan model=llama2-13b method=qlora rank=64 method.targets=all-linear trainer.batch_size=4 \
+             +seq_len=2048 trainer.gradient_checkpointing=true
+    lab-plan -m method=full,lora,qlora trainer.batch_size=1,4      # a grid: one table, a row each
+    lab-plan plan.config=path/to/config.json plan.gpu=RTX-4090      # any model; the largest batch on a card
+    lab-plan --format csv ...                                       # csv | json (bytes) | md | text
+
+It composes like lab-train (lab/conf/plan.yaml), builds the model on the meta device with the
+method applied (lab.memory.estimate), and prints bytes by category (lab.memory.budget), the peak,
+the headroom rule's allowance and the smallest GPU of the one catalog (lab.memory.gpus). A user's
+mistake is one line on stderr (exit status 2), never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import hydra
+import pandas as pd
+from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from lab.config import ConfigError, validate
+from lab.paths import CONF_DIR
+
+FORMATS = ("text", "csv", "json", "md")
+FITS = ("batch", "seq_len")
+GB, GIB = 1e9, 2**30
+UNITS = "GB = 1e9 bytes, GiB = 2^30 bytes"
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="plan")
+def app(cfg: DictConfig) -> dict | None:
+    try:
+        row = plan_row(cfg)
+    except (ConfigError, NotImplementedError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        if not _multirun():
+            sys.exit(2)
+        return None
+    if not _multirun():
+        print(render([row], str(cfg.plan.format)))
+    return row
+
+
+def main() -> None:
+    """The console script: `--format X` is read as plan.format=X, then Hydra takes over."""
+    sys.argv = [sys.argv[0]] + format_flag(sys.argv[1:])
+    app()
+
+
+def format_flag(argv: list[str]) -> list[str]:
+    out, i = [], 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--format" and i + 1 < len(argv):
+            out.append(f"plan.format={argv[i + 1]}")
+            i += 2
+            continue
+        out.append(f"plan.format={arg.split('=', 1)[1]}" if arg.startswith("--format=") else arg)
+        i += 1
+    return out
+
+
+def options(cfg: DictConfig) -> tuple[DictConfig, dict]:
+    """Split the planner's own keys (plan.*, +seq_len) from the run config lab-train would validate."""
+    opts = OmegaConf.to_container(cfg.plan, resolve=True)
+    opts["seq_len"] = cfg.get("seq_len", opts["seq_len"])
+    for key, allowed in (("format", FORMATS), ("fit", FITS)):
+        if opts[key] not in allowed:
+            raise ConfigError(f"plan.{key}", opts[key], "one of " + ", ".join(allowed))
+    if isinstance(opts["seq_len"], bool) or not isinstance(opts["seq_len"], int) or opts["seq_len"] < 1:
+        raise ConfigError("seq_len", opts["seq_len"], "an integer >= 1")
+    run = OmegaConf.masked_copy(cfg, [k for k in cfg if k not in ("plan", "seq_len")])
+    return run, opts
+
+
+def run_config(cfg: DictConfig, opts: dict) -> DictConfig:
+    """The validated run config: any model's node in place of model=, the task the model's."""
+    with open_dict(cfg):
+        if opts["config"]:
+            from lab.memory.anymodel import model_node  # transformers: only when asked
+
+            node = model_node(str(opts["config"]), str(cfg.paths.cache))
+            cfg.model = OmegaConf.create(node)
+        # No data is read: the dataset only has to agree with the model's task.
+        cfg.dataset.task = cfg.model.task
+        cfg.dataset.name = f"synthetic-{cfg.model.task}"
+    return validate(cfg)
+
+
+def plan_row(cfg: DictConfig) -> dict:
+    """One configuration's plan: its settings, then bytes by category, the peak and the GPU."""
+    run, opts = options(cfg)
+    run = run_config(run, opts)
+    from lab.memory import budget, gpus
+    from lab.memory import estimate as estimator
+
+    card = gpus.gpu(opts["gpu"]) if opts["gpu"] else None
+    plan = estimator.Plan(run, "cuda")
+    batch, seq_len = int(run.trainer.batch_size), int(opts["seq_len"])
+    offload = "full" if run.distributed.cpu_offload else "none"
+    est = estimator.summarize(plan, batch, seq_len, offload=offload)
+    row: dict[str, Any] = settings(run, est, batch, seq_len)
+    row.update(budget.budget(est))
+    row["smallest GPU"] = gpus.smallest_gpu(est["device_total"])
+    if card is not None:
+        limit = int(getattr(plan.base.config, "max_position_embeddings", 0) or 0) if opts["fit"] == "seq_len" else None
+        row[f"largest {opts['fit']} on {card.name}"] = budget.largest(plan, card, batch, seq_len, opts["fit"],
+                                                                    offload, limit)
+    return row
+
+
+def settings(run: DictConfig, est: dict, batch: int, seq_len: int) -> dict:
+    method = run.method.name
+    adapter = "" if method == "full" else f"r={run.rank} on {_targets(run)}"
+    return {"model": run.model.name, "method": method, "adapter": adapter, "batch": batch, "seq_len": seq_len,
+            "gradient checkpointing": bool(run.trainer.gradient_checkpointing), "optimizer": est["optimizer"],
+            "trainable params": est["params"]["trainable"], "total params": est["params"]["total"]}
+
+
+def _targets(run: DictConfig) -> str:
+    targets = run.method.targets
+    return targets if isinstance(targets, str) else ",".join(targets)
+
+
+# ---- rendering --------------------------------------------------------------------------------
+
+SETTINGS = ("model", "method", "adapter", "batch", "seq_len", "gradient checkpointing", "optimizer",
+            "trainable params", "total params")
+
+
+def render(rows: list[dict], fmt: str) -> str:
+    rows = [r for r in rows if r]
+    if not rows:
+        return "no configuration could be planned (see the errors above)"
+    frame = pd.DataFrame(rows)
+    byte_columns = ordered([c for c in frame if c not in SETTINGS and c != "smallest GPU"
+                            and not c.startswith("largest")])
+    frame[byte_columns] = frame[byte_columns].fillna(0).astype("int64")
+    frame = frame[[c for c in SETTINGS if c in frame] + byte_columns
+                  + [c for c in frame if c == "smallest GPU" or c.startswith("largest")]]
+    if fmt == "csv":
+        return frame.to_csv(index=False).rstrip("\n")
+    if fmt == "json":
+        return json.dumps({"unit": "bytes", "headroom_rule": _rule(), "catalog": _catalog(),
+                           "plans": frame.to_dict(orient="records")}, indent=1, default=int)
+    table = one(frame.iloc[0], byte_columns) if len(frame) == 1 else grid(frame, byte_columns)
+    text = table.to_markdown(index=False) if fmt == "md" else table.to_string(index=False)
+    return "\n".join([heading(frame) if len(frame) == 1 else f"{len(frame)} configurations (GB = 1e9 bytes)",
+                      "", text, ""] + notes(frame, fmt))
+
+
+def ordered(byte_columns: list[str]) -> list[str]:
+    """Weights first (frozen, then trainable; 4-bit before the rest), then the budget's own order."""
+    weights = sorted((c for c in byte_columns if c.startswith("weights:")),
+                     key=lambda c: ("trainable" in c, "4-bit" not in c, c))
+    from lab.memory import budget
+
+    rest = [c for c in budget.ORDER if c in byte_columns]
+    return weights + rest + [c for c in byte_columns if c not in weights and c not in rest]
+
+
+def heading(frame: pd.DataFrame) -> str:
+    row = frame.iloc[0]
+    adapter = f" {row['adapter']}," if row["adapter"] else ","
+    checkpointing = "on" if row["gradient checkpointing"] else "off"
+    return (f"{row['model']}: {row['method']}{adapter} batch {row['batch']} x seq_len {row['seq_len']}, gradient "
+            f"checkpointing {checkpointing}, {row['optimizer']}, bf16 autocast on CUDA; "
+            f"{row['trainable params']:,} of {row['total params']:,} parameters train")
+
+
+def one(row: pd.Series, byte_columns: list[str]) -> pd.DataFrame:
+    """One configuration: a row per category, in bytes, GB and GiB."""
+    shown = [c for c in byte_columns if row[c] or not _optional(c)]
+    width = max(len(c) for c in shown)  # padded: to_string right-aligns text
+    return pd.DataFrame({"category": [c.ljust(width) if len(shown) else c for c in shown], "bytes": [f"{int(row[c]):,}" for c in shown],
+                         "GB": [f"{row[c] / GB:,.2f}" for c in shown], "GiB": [f"{row[c] / GIB:,.2f}" for c in shown]})
+
+
+def _optional(column: str) -> bool:
+    """Rows shown only when not zero."""
+    return column in ("host (offloaded)", "autocast cache (freed before backward)", "buffers") or column.startswith(
+        "weights:")
+
+
+def grid(frame: pd.DataFrame, byte_columns: list[str]) -> pd.DataFrame:
+    """Several configurations: a row each, bytes as GB with two decimals, the weights as one column
+    (csv and json keep every storage apart)."""
+    table = frame.drop(columns=["total params"]).copy()
+    weights = [c for c in byte_columns if c.startswith("weights:")]
+    table.insert(table.columns.get_loc(weights[0]), "weights", frame[weights].sum(axis=1))
+    dropped = weights + ["allowance (headroom rule)", "autocast cache (freed before backward)"]
+    dropped += [c for c in ("buffers", "host (offloaded)") if not frame[c].any()]
+    table = table.drop(columns=dropped)
+    for column in [c for c in byte_columns if c in table] + ["weights"]:
+        table[column] = (table[column] / GB).map(lambda v: f"{v:,.2f}")
+    return table
+
+
+def notes(frame: pd.DataFrame, fmt: str) -> list[str]:
+    from lab.memory import budget
+
+    row = frame.iloc[0]
+    lines = [f"Smallest GPU: {row['smallest GPU']}." if len(frame) == 1 else ""]
+    for column in [c for c in frame if c.startswith("largest")]:
+        if len(frame) == 1:
+            lines.append(f"{column[0].upper()}{column[1:]} (batch {row['batch']}, seq_len {row['seq_len']} "
+                         f"otherwise): {row[column]}" + (" (not even 1 fits)" if row[column] == 0 else "") + ".")
+    bullet = "- " if fmt == "md" else ""
+    return [line for line in lines if line] + ["", f"{bullet}Units: {UNITS}.", f"{bullet}Headroom rule: {_rule()}.",
+                                               f"{bullet}{_catalog()}", f"{bullet}{budget.ACTIVATION_RULES}",
+                                               f"{bullet}Estimates: the CUDA rules (bf16 autocast, 1-byte dropout "
+                                               "masks, fused attention) follow the libraries' sources; the "
+                                               "formula is checked to the byte on the CPU, not yet on a GPU."]
+
+
+def _rule() -> str:
+    from lab.memory import gpus
+
+    return gpus.RULE
+
+
+def _catalog() -> str:
+    from lab.memory import gpus
+
+    return gpus.CATALOG_NOTE
+
+
+class GridTable(Callback):
+    """A multirun's jobs each plan one configuration; at the end their rows print as one table."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict] = []
+        self.format = "text"
+
+    def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            self.format = str(config.plan.format)
+            value = getattr(job_return, "_return_value", None)
+            if isinstance(value, dict):
+                self.rows.append(value)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        print(render(self.rows, self.format))
+
+
+def _multirun() -> bool:
+    try:
+        return HydraConfig.get().mode == RunMode.MULTIRUN
+    except ValueError:
+        return False
+
+
+if __name__ == "__main__":
+    main()
