@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
+from urllib.parse import urlparse
 
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
@@ -25,6 +27,7 @@ NOT_ARCHITECTURE = ("architectures", "transformers_version", "torch_dtype", "dty
 ENCODERS = ("bert", "roberta", "xlm-roberta")
 # "dense" is not an attention name: BERT reuses it for the MLP too.
 QUERY, KEY_PROJ, VALUE, OUT = ("q_proj", "query"), ("k_proj", "key"), ("v_proj", "value"), ("o_proj",)
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")  # name or org/name, as the hub spells them
 HEADS = ("lm_head", "classifier", "score", "out_proj", "pooler")
 
 
@@ -39,15 +42,33 @@ def read_architecture(source: str, cache_dir: str | None = None) -> tuple[str, d
             raise ConfigError(KEY, source, f"a readable config.json ({type(err).__name__}: {err})") from None
         folder = os.path.basename(os.path.dirname(os.path.abspath(path)))
         return folder or "config", fields
-    if os.path.sep in source or source.endswith(".json"):
+    if not HUB_ID.fullmatch(source) or source.endswith(".json"):
         raise ConfigError(KEY, source, "an existing config.json, a folder holding one, or a hub id (org/name)")
+    unreachable = hub_unreachable()
     try:
-        config = AutoConfig.from_pretrained(source, cache_dir=cache_dir)
+        # Unreachable: only the local cache can answer, at once (the hub client would retry for ~30 s).
+        config = AutoConfig.from_pretrained(source, cache_dir=cache_dir, local_files_only=unreachable is not None)
     except Exception as err:  # offline, unknown id, gated: all one answer for the user
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ConfigError(KEY, source, "a local config.json or folder, or a hub id the Hugging Face hub answers "
-                                       f"for from here (it did not: {first[:160]})") from None
+        why = f"the hub is not reachable from here ({unreachable}) and the id is not in the local cache" \
+            if unreachable else f"it did not: {first[:160]}"
+        raise ConfigError(KEY, source, f"a local config.json or folder, or a hub id the Hugging Face hub answers "
+                                       f"for ({why})") from None
     return source.replace("/", "--"), config.to_dict()
+
+
+def hub_unreachable(timeout: float = 3.0) -> str | None:
+    """Why the hub cannot be asked (offline mode, no connection), or None when it can."""
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return "HF_HUB_OFFLINE is set"
+    url = urlparse(constants.ENDPOINT)
+    try:
+        socket.create_connection((url.hostname, url.port or 443), timeout=timeout).close()
+    except OSError as err:
+        return f"{url.hostname}: {err.strerror or err}"
+    return None
 
 
 def model_node(source: str, cache_dir: str | None = None) -> dict:
