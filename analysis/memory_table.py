@@ -7,50 +7,51 @@ category: frozen and trainable weights by storage, gradients, optimizer state, a
 for backward. Then the QLoRA paper's two 65B memory claims checked against the same estimator,
 the seed document's summary comparison regenerated from these numbers, and the bytes bitsandbytes
 stores per 4-bit parameter, measured on a real Linear4bit beside what the estimator assumes.
-All sizes in GB = 1e9 bytes. Prints everything; writes memory_table.md to --out.
+All sizes in GB = 1e9 bytes; the smallest GPU comes from the one catalog and headroom rule
+(lab.memory.gpus) that lab-plan uses. Prints everything; writes memory_table.md to --out.
 """
 
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import time
 
+import pandas as pd
 import torch
 import yaml
 
+from lab.memory import budget, gpus
 from lab.memory import estimate as accounting
 
 REFERENCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "reference")
 GB = 1e9
-MODELS = {"llama2-7b": "7B", "llama2-13b": "13B", "llama2-70b": "70B", "llama-65b": "65B"}
+MODELS = {"llama2-7b": "7B", "llama2-13b": "13B", "llama-65b": "65B", "llama2-70b": "70B"}
 METHODS = ("full", "lora", "qlora")
-# Nominal capacities as sold, read as GB = 1e9 bytes (cards usually hold a little more: an "80 GB"
-# A100 has 80 GiB), with a typical card for each.
-CATALOG = ((8, "8 GB (e.g. RTX 4060)"), (16, "16 GB (e.g. T4, RTX 4080)"), (24, "24 GB (e.g. RTX 4090)"),
-           (40, "40 GB (A100 40GB)"), (48, "48 GB (e.g. RTX A6000, L40S)"), (80, "80 GB (A100/H100 80GB)"),
-           (141, "141 GB (H200)"))
 ASSUMPTIONS = [
     "CUDA device with bf16; Trainer precision bf16 (autocast), as `trainer.precision=auto` picks there.",
     "full: fp32 master weights (lab's compute dtype for full), bf16 autocast copies of the weights held "
-    "for backward, fp32 gradients, torch AdamW (2 fp32 states + a 4-byte step per tensor).",
+    "for backward (their own column), fp32 gradients, torch AdamW (2 fp32 states + a 4-byte step per tensor).",
     "lora: base in bf16; adapters fp32 (peft upcasts them); torch AdamW.",
     "qlora: NF4 with double quantization (blocksize 64, second level 256) for every linear layer but "
-    "lm_head; the rest (embeddings, norms) fp32 after peft's prepare_model_for_kbit_training; "
+    "lm_head; the rest (embeddings, norms, lm_head) fp32 after peft's prepare_model_for_kbit_training; "
     "adapters fp32; paged AdamW 32-bit (bitsandbytes: 2 fp32 states).",
     "rank 8 on q_proj and v_proj, LoRA dropout 0.05 (the suite's method defaults); gradient checkpointing "
-    "off unless a column says otherwise.",
-    "activations: saved-for-backward tensors of one step at the stated batch and sequence length, full-length "
-    "rows (no padding). The formula matches measured CPU fp32 runs to the byte; its CUDA rules (bf16 "
-    "autocast copies, 1-byte dropout masks, flash attention) are not yet validated on a GPU.",
-    "peak estimate = weights + buffers + gradients + optimizer state + saved activations, as if all were held "
-    "at once (gradients are allocated during backward while saved activations are freed, so they overlap "
-    "only in part). Not in it: the CUDA context, the allocator's cached and fragmented blocks, transient "
-    "tensors of the backward (activation gradients, a dequantized 4-bit weight, the logits gradient) and, "
-    "with gradient checkpointing, autocast's cache of bf16 weight copies, held until the forward ends.",
-    "smallest device: the first catalog size (8, 16, 24, 40, 48, 80, 141 GB, then N x 80 GB) at or above the "
-    "peak estimate; sizes as sold, read as 1e9 bytes.",
+    "as the GC column says.",
+    "saved activations: tensors saved for backward in one step at the stated batch and sequence length, "
+    "full-length rows (no padding), without the autocast weight copies (their own column). The formula matches "
+    "measured CPU fp32 runs to the byte; its CUDA rules (bf16 autocast copies, 1-byte dropout masks, flash "
+    "attention) are not yet validated on a GPU.",
+    "peak estimate = weights + buffers + gradients + optimizer state + saved activations + autocast weight "
+    "copies, as if all were held at once (gradients are allocated during backward while saved activations are "
+    "freed, so they overlap only in part). With gradient checkpointing autocast also caches bf16 copies of "
+    "trainable weights until the forward ends: freed before any gradient exists and at most half the gradients' "
+    "bytes, they never raise this peak.",
+    f"Headroom rule (lab/memory/gpus.py, the one lab-plan uses): {gpus.RULE}.",
+    gpus.CATALOG_NOTE,
+    f"Activations: {budget.ACTIVATION_RULES}",
+    "Any other model, method, batch or sequence length: `lab-plan` (e.g. `lab-plan model=llama2-13b method=qlora "
+    "rank=64 method.targets=all-linear trainer.batch_size=4 +seq_len=2048 trainer.gradient_checkpointing=true`).",
 ]
 
 
@@ -58,50 +59,34 @@ def gb(nbytes: float) -> str:
     return f"{nbytes / GB:,.2f}"
 
 
-def smallest_device(nbytes: float) -> str:
-    for size, label in CATALOG:
-        if nbytes <= size * GB:
-            return label
-    return f"{math.ceil(nbytes / (80 * GB))} x 80 GB (state sharded evenly, e.g. FSDP/ZeRO-3)"
-
-
 def estimate(model: str, method: str, batch: int, seq_len: int, overrides=(), **kwargs) -> dict:
     cfg = accounting.config_for(model, method, None if method == "full" else 8, None, list(overrides))
     return accounting.estimate(cfg, "cuda", batch, seq_len, **kwargs)
 
 
-def breakdown(est: dict) -> dict[str, float]:
-    weights = est["weights"]
-    frozen_4bit = sum(v for k, v in weights.items() if k.startswith("frozen_4bit"))
-    return {
-        "frozen 4-bit": frozen_4bit,
-        "frozen other": sum(v for k, v in weights.items() if k.startswith("frozen")) - frozen_4bit,
-        "trainable": sum(v for k, v in weights.items() if k.startswith("trainable")),
-        "gradients": est["gradients"],
-        "optimizer": est["optimizer_state"],
-        "activations": est["activations"],
-        "peak": est["peak_estimate"],
-    }
+def row(size: str, model: str, method: str, checkpointing: bool, est: dict) -> dict:
+    """One line of the main table: the lab-plan categories in GB, the peak, the rule, the GPU."""
+    cats = budget.categories(est)
+    weights = {k: v for k, v in cats.items() if k.startswith("weights:")}
+    frozen_4bit = sum(v for k, v in weights.items() if "4-bit" in k)
+    peak = est["peak_estimate"]
+    return {"model": f"{size} ({model})", "method": method, "GC": "on" if checkpointing else "off",
+            "trainable params": f"{est['params']['trainable']:,}", "weights, 4-bit": gb(frozen_4bit),
+            "weights, other": gb(sum(weights.values()) - frozen_4bit), "gradients": gb(cats["gradients"]),
+            "optimizer state": gb(cats["optimizer state"]), "saved activations": gb(cats["saved activations"]),
+            "autocast weight copies": gb(cats["autocast weight copies (saved)"]), "peak estimate": gb(peak),
+            "needed (headroom rule)": gb(gpus.needed(peak)), "smallest GPU": gpus.smallest_gpu(peak)}
 
 
 def main_table(batch: int, seq_len: int) -> tuple[list[str], dict]:
-    header = ("| model | method | trainable params | frozen 4-bit | frozen other | trainable weights | gradients "
-              "| optimizer | activations | peak estimate | smallest device | activations, GC on | peak, GC on "
-              "| smallest device, GC on |")
-    lines = [header, "|" + "---|" * (header.count("|") - 1)]
-    results = {}
+    rows, results = [], {}
     for model, size in MODELS.items():
         for method in METHODS:
             est = estimate(model, method, batch, seq_len)
             gc = estimate(model, method, batch, seq_len, ["trainer.gradient_checkpointing=true"])
             results[(model, method)] = (est, gc)
-            b = breakdown(est)
-            lines.append(f"| {size} ({model}) | {method} | {est['params']['trainable']:,} | "
-                         + " | ".join(gb(b[k]) for k in ("frozen 4-bit", "frozen other", "trainable", "gradients",
-                                                          "optimizer", "activations", "peak"))
-                         + f" | {smallest_device(b['peak'])} | {gb(gc['activations'])} | {gb(gc['peak_estimate'])}"
-                         f" | {smallest_device(gc['peak_estimate'])} |")
-    return lines, results
+            rows += [row(size, model, method, False, est), row(size, model, method, True, gc)]
+    return pd.DataFrame(rows).to_markdown(index=False).splitlines(), results
 
 
 def qlora_claims(batch: int, seq_len: int) -> list[str]:
@@ -140,19 +125,27 @@ def qlora_claims(batch: int, seq_len: int) -> list[str]:
         f"| < 48 GB, QLoRA 65B | r=64, all linear layers, gradient checkpointing, paged AdamW 32-bit, fp32 adapters "
         f"({q['params']['trainable']:,} trainable) | {gb(q['weights_gradients_optimizer'])} | "
         f"{gb(q['activations'])} | {gb(q['peak_estimate'])} | "
-        f"{'held' if q['peak_estimate'] < 48 * GB else 'not held'} |",
+        f"{held48(q['peak_estimate'])} |",
         f"| (same, paged optimizer state evicted to CPU RAM) | {gb(q['optimizer_state_paged'])} GB of optimizer "
-        f"state in paged (unified) memory | | | {gb(resident)} | {'held' if resident < 48 * GB else 'not held'} |",
+        f"state in paged (unified) memory | | | {gb(resident)} | {held48(resident)} |",
         f"| (same, the authors' dtypes) | as above, with qlora.py's --bf16 casts: LoRA layers and "
         f"embed_tokens / lm_head bf16, norms fp32 | {gb(a['weights_gradients_optimizer'])} | {gb(a['activations'])} | "
-        f"{gb(a['peak_estimate'])} | {'held' if a['peak_estimate'] < 48 * GB else 'not held'} |",
+        f"{gb(a['peak_estimate'])} | {held48(a['peak_estimate'])} |",
         f"| (same, authors' dtypes, paged optimizer state evicted) | | | | {gb(a_resident)} | "
-        f"{'held' if a_resident < 48 * GB else 'not held'} |",
+        f"{held48(a_resident)} |",
         f"| (lab's qlora defaults) | r=8 on q_proj, v_proj, no gradient checkpointing | "
         f"{gb(lab_default['weights_gradients_optimizer'])} | {gb(lab_default['activations'])} | "
-        f"{gb(lab_default['peak_estimate'])} | {'held' if lab_default['peak_estimate'] < 48 * GB else 'not held'} |",
+        f"{gb(lab_default['peak_estimate'])} | {held48(lab_default['peak_estimate'])} |",
     ]
     return lines
+
+
+def held48(nbytes: float) -> str:
+    """The "< 48 GB" claim on the bare estimate, then on a 48 GB card under the headroom rule."""
+    bare = "held" if nbytes < 48 * GB else "not held"
+    card = gpus.gpu("L40S")
+    return f"{bare}; with headroom {gb(gpus.needed(nbytes))} GB: {'fits' if gpus.fits(nbytes, card) else 'does not fit'} " \
+           f"a {card.gb:g} GB card"
 
 
 def authors_dtypes(plan) -> None:
@@ -172,8 +165,9 @@ def summary(results: dict) -> list[str]:
         seed = {r["method"]: r for r in yaml.safe_load(f)["summary_comparison"]["rows"]}
     full_peak = results[("llama2-7b", "full")][0]["peak_estimate"]
     updates = {"full": "yes", "lora": "no: adapters only", "qlora": "no: adapters only (the 4-bit base stays frozen)"}
-    lines = ["| method | updates all weights | seed | memory, 7B (GB; share of full) | seed | trainable params, 7B "
-             "| seed | suitable for | seed |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| method | updates all weights | the seed says | memory, 7B (GB; share of full) | the seed says "
+             "| trainable params, 7B | the seed says | suitable for (smallest GPU, headroom rule) | the seed says |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for method in METHODS:
         est = results[("llama2-7b", method)][0]
         peak = est["peak_estimate"]
@@ -181,7 +175,7 @@ def summary(results: dict) -> list[str]:
         claim = seed[method]
         lines.append(f"| {method} | {updates[method]} | {claim['updates_all_weights']} | {gb(peak)}; "
                      f"{peak / full_peak:.1%} | {claim['memory']} | {trainable} | {claim['trainable_7b']} "
-                     f"| {smallest_device(peak)} | {claim['suitable_for']} |")
+                     f"| {gpus.smallest_gpu(peak)} | {claim['suitable_for']} |")
     return lines
 
 

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from analysis import memory_table, params_table
+from lab.memory import gpus
 from bench.ledger_vs_estimate import short_run
 from lab import methods, models
 from lab.decisions import compute_dtype
@@ -205,9 +206,11 @@ def test_bitsandbytes_32bit_adamw_state_is_what_the_estimator_assumes():
 # ---- the 7B-70B memory table -------------------------------------------------------------------
 
 def test_memory_table_sizes_and_claims():
-    assert memory_table.smallest_device(8.43 * GB).startswith("16 GB")
-    assert memory_table.smallest_device(141 * GB).startswith("141 GB")
-    assert memory_table.smallest_device(1193.36 * GB).startswith("15 x 80 GB")
+    # the one catalog and headroom rule (lab.memory.gpus): 8.43 GB needs 10.35 GB, not an 8 GB card
+    assert gpus.smallest_gpu(8.43 * GB) == "T4 (16 GB)"
+    assert gpus.smallest_gpu(120 * GB) == "H200 (141 GB)"
+    assert gpus.smallest_gpu(1193.36 * GB) == "17 x H100-80GB (80 GB), sharded"
+    assert memory_table.held48(39.63 * GB) == "held; with headroom 44.67 GB: fits a 48 GB card"
     cfg = accounting.config_for("llama-65b", "full")
     full16 = accounting.estimate(cfg, "cuda", 1, 512, optimizer="paged_adamw_32bit", weights_dtype=torch.bfloat16,
                                  activations=False)
