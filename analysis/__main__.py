@@ -3,6 +3,7 @@
     report        a results store or one sweep -> report.md + report.html (+ figures, CSVs)
     params-table  trainable parameters by rank and model size, from architectures (meta device)
     memory-table  training memory by method for the large configs, from architectures (meta device)
+    published-memory  published memory measurements (torchtune, LitGPT, PEFT, QLoRA) beside the estimates
     collect       what a results store holds (records by status, folders without a record)
 """
 
@@ -10,10 +11,10 @@ from __future__ import annotations
 
 import sys
 
-from analysis import collect, memory_table, params_table, report
+from analysis import collect, memory_table, params_table, published_memory, report
 
 COMMANDS = {"report": report.main, "params-table": params_table.main, "memory-table": memory_table.main,
-            "collect": collect.main}
+            "published-memory": published_memory.main, "collect": collect.main}
 
 
 def main(argv: list[str] | None = None) -> None:

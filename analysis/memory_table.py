@@ -214,6 +214,13 @@ def main(argv: list[str] | None = None) -> None:
     doc += ["", "## The seed's summary comparison, from these numbers (7B)", ""] + summary(results)
     doc += ["", "## What bitsandbytes stores per 4-bit parameter (a real Linear4bit, quantized on the CPU)", ""]
     doc += four_bit_storage()
+    # imported here: published_memory reuses this module's reference folder and the authors' dtypes
+    from analysis import published_memory
+
+    doc += ["", "## Published measurements beside the estimates", "",
+            "Also written alone by `python -m analysis published-memory` (reports/published_memory.md).", ""]
+    doc += [f"- {n}" for n in published_memory.NOTES[:3]] + ["", published_memory.table().to_markdown(
+        index=False, floatfmt=".2f", missingval="")]
     text = "\n".join(doc) + "\n"
     print(text)
     os.makedirs(args.out, exist_ok=True)
