@@ -89,6 +89,19 @@ def main_table(batch: int, seq_len: int) -> tuple[list[str], dict]:
     return pd.DataFrame(rows).to_markdown(index=False).splitlines(), results
 
 
+def activation_parts(results: dict) -> list[str]:
+    """Saved activations by part for 7B, each method with checkpointing off and on (GB): where
+    QLoRA's exceed LoRA's, and what checkpointing removes."""
+    columns = {}
+    for method in METHODS:
+        for label, est in zip(("off", "on"), results[("llama2-7b", method)]):
+            columns[f"{method}, GC {label}"] = est["activations_detail"]["by_part"]
+    frame = pd.DataFrame(columns).fillna(0).div(GB)
+    frame.loc["total"] = frame.sum()
+    frame.index.name = "part (7B)"
+    return frame.to_markdown(floatfmt=".3f").splitlines() + ["", budget.ACTIVATION_RULES]
+
+
 def qlora_claims(batch: int, seq_len: int) -> list[str]:
     with open(os.path.join(REFERENCE, "qlora_paper.yaml")) as f:
         paper = yaml.safe_load(f)
@@ -210,6 +223,8 @@ def main(argv: list[str] | None = None) -> None:
     table, results = main_table(args.batch, args.seq_len)
     doc = [f"# Training memory at batch {args.batch}, sequence length {args.seq_len} (estimates, GB = 1e9 bytes)",
            "", "Assumptions:", ""] + [f"- {a}" for a in ASSUMPTIONS] + ["", "## Full / LoRA / QLoRA", ""] + table
+    doc += ["", "## Saved activations by part (7B): why QLoRA's exceed LoRA's, what checkpointing removes", ""]
+    doc += activation_parts(results)
     doc += ["", "## The QLoRA paper's memory claims (65B)", ""] + qlora_claims(args.batch, args.seq_len)
     doc += ["", "## The seed's summary comparison, from these numbers (7B)", ""] + summary(results)
     doc += ["", "## What bitsandbytes stores per 4-bit parameter (a real Linear4bit, quantized on the CPU)", ""]

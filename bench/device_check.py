@@ -7,8 +7,9 @@ of about 0.5B and 1.5B parameters, written as one JSON (scripts/gpu_check.sh).
 Each run is a real `lab.train.run` (the suite's job, `lab.recipe.FineTune`): the model is built from
 a LlamaConfig, saved as safetensors into the cache and loaded back with `from_pretrained`, so QLoRA quantizes on
 load. No hub is needed. Per run the JSON holds the step time (median of the steps after the first),
-tokens/s, the measured CUDA peaks against the estimator's prediction per category, the optimizer
-that ran and whether its state was really paged; once per check, the device and the bitsandbytes
+tokens/s, the measured CUDA peaks against the estimator's prediction per category, lab-plan's
+prediction (bytes by category, the peak and the headroom rule's need) with the error of each
+measured category and peak against it, the optimizer that ran and whether its state was really paged; once per check, the device and the bitsandbytes
 build and kernels. On the CPU the CUDA-only parts are absent, with notes; nothing fails for lack of a GPU.
 """
 
@@ -29,6 +30,8 @@ import torch  # noqa: E402
 from bitsandbytes import cextension  # noqa: E402
 from bitsandbytes.cuda_specs import get_cuda_specs  # noqa: E402
 
+from lab.memory import budget, gpus  # noqa: E402
+from lab.memory import estimate as estimator  # noqa: E402
 from lab.memory.estimate import config_for, count_params  # noqa: E402
 from lab.record import write_json_atomic  # noqa: E402
 from lab.train import run  # noqa: E402
@@ -143,7 +146,39 @@ def memory_entry(memory: dict, estimate: dict) -> dict:
     }
 
 
-def summarize_run(record: dict, shape: dict) -> dict:
+def plan_entry(cfg, shape: dict, memory: dict | None) -> dict:
+    """lab-plan's prediction for the run's config on CUDA (lab.memory.budget, the numbers `lab-plan`
+    prints), beside what the run measured: its ledger per category and its CUDA peaks. error =
+    measured / predicted - 1. On the CPU the measured side is an fp32 CPU run and the peaks are
+    RSS, so only the code path is exercised there (the entry says so)."""
+    est = estimator.summarize(estimator.Plan(cfg, "cuda"), shape["batch"], shape["seq_len"])
+    predicted = budget.budget(est)
+    weights = sum(v for k, v in predicted.items() if k.startswith("weights:"))
+    entry = {"unit": "bytes", "predicted": predicted, "headroom_rule": gpus.RULE,
+             "comparable": torch.cuda.is_available()}
+    if not memory:
+        return entry
+    pairs = {"weights": (sum(memory["weights"].values()), weights),
+             "gradients": (memory.get("gradients"), predicted["gradients"]),
+             "optimizer state": (sum(memory["optimizer_state"].values()), predicted["optimizer state"]),
+             "saved activations + autocast weight copies": (
+                 memory.get("activations"), predicted["saved activations"] + predicted["autocast weight copies (saved)"]),
+             "buffers": (memory.get("buffers"), predicted["buffers"])}
+    peak = memory.get("peak", {})
+    pairs["peak: CUDA allocated vs peak estimate"] = (peak.get("peak_allocated_above_baseline"),
+                                                      predicted["peak estimate (device)"])
+    pairs["peak: CUDA reserved vs needed (headroom rule)"] = (peak.get("peak_reserved_above_baseline"),
+                                                              predicted["needed on the GPU"])
+    entry["measured"] = {k: m for k, (m, _) in pairs.items()}
+    entry["error"] = {k: (m / p - 1) if m is not None and p else None for k, (m, p) in pairs.items()}
+    reserved = peak.get("peak_reserved_above_baseline")
+    entry["within_headroom"] = reserved <= predicted["needed on the GPU"] if reserved is not None else None
+    if not entry["comparable"]:
+        entry["note"] = "no CUDA device: the prediction is for CUDA (bf16), the measurement an fp32 CPU run"
+    return entry
+
+
+def summarize_run(record: dict, shape: dict, cfg=None) -> dict:
     """One run's entry of the JSON, from its result record."""
     out = {"run_id": record.get("run_id"), "status": record.get("status"), "method": record.get("method"),
            "rank": record.get("rank"), "error": record.get("error"), "notes": record.get("notes", [])}
@@ -166,6 +201,8 @@ def summarize_run(record: dict, shape: dict) -> dict:
         "optimizer": record.get("optimizer"),
         "memory": memory_entry(memory, estimate),
     })
+    if cfg is not None:
+        out["plan"] = plan_entry(cfg, shape, memory)
     return out
 
 
@@ -174,11 +211,13 @@ def run_one(name: str, arch: dict, method: str, rank: int | None, extra: list[st
     """One `lab.train.run` of the check; a failure is reported in the entry, never raised."""
     overrides = run_overrides(name, arch, method, rank, extra, shape, results)
     began = time.time()
+    cfg = None
     try:
-        record = run(config_for("tiny-llama", method, rank, None, overrides))
+        cfg = config_for("tiny-llama", method, rank, None, overrides)
+        record = run(cfg)
     except Exception as err:  # report it and go on: one broken path must not hide the others
         record = {"status": "failed", "error": f"{type(err).__name__}: {err}", "method": method, "rank": rank}
-    return {"model": name, **summarize_run(record, shape), "wall_seconds": round(time.time() - began, 2)}
+    return {"model": name, **summarize_run(record, shape, cfg), "wall_seconds": round(time.time() - began, 2)}
 
 
 def sizes(device: str, smoke: bool) -> tuple[dict, dict]:
@@ -237,6 +276,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{entry['model']:>14} {entry['method']:>5} {entry['status']:>8}  "
               f"step {entry.get('step_seconds_median') or float('nan'):.4f} s  "
               f"{tps or float('nan'):,.0f} tokens/s  optimizer {(entry.get('optimizer') or {}).get('ran')}")
+        errors = (entry.get("plan") or {}).get("error") or {}
+        if errors:
+            print(" " * 16 + "lab-plan error (measured / predicted - 1): " + ", ".join(
+                f"{k} {v:+.1%}" for k, v in errors.items() if v is not None))
     print(f"device check {'ok' if report['ok'] else 'NOT ok'} in {report['wall_seconds']:.0f} s: {args.out}")
     return 0 if report["ok"] else 1
 

@@ -39,6 +39,19 @@ def test_ledger_meets_the_estimate_per_category(report):
         assert ratios["activations"] == pytest.approx(1.0, abs=0.15)
 
 
+def test_lab_plan_prediction_beside_each_run(report):
+    for run in report["runs"]:
+        plan = run["plan"]
+        predicted = plan["predicted"]
+        assert predicted["peak estimate (device)"] == sum(
+            v for k, v in predicted.items() if k.startswith("weights:") or k in (
+                "gradients", "optimizer state", "saved activations", "autocast weight copies (saved)", "buffers"))
+        assert predicted["needed on the GPU"] > predicted["peak estimate (device)"]
+        # on the CPU: the code path only (a CUDA bf16 prediction against an fp32 CPU run), and said so
+        assert plan["comparable"] is False and "no CUDA device" in plan["note"]
+        assert plan["error"]["gradients"] is not None and plan["within_headroom"] is None
+
+
 def test_cpu_degrades_with_notes_not_failures(report):
     assert report["device"]["cuda_available"] is False and "not exercised" in report["device"]["note"]
     bnb = report["bitsandbytes"]
