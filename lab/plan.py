@@ -108,7 +108,7 @@ def plan_row(cfg: DictConfig) -> dict:
     est = estimator.summarize(plan, batch, seq_len, offload=offload)
     row: dict[str, Any] = settings(run, est, batch, seq_len)
     row.update(budget.budget(est))
-    row["smallest GPU"] = gpus.smallest_gpu(est["device_total"])
+    row["smallest GPU"] = gpus.smallest_gpu(row["peak estimate (device)"])
     if card is not None:
         limit = int(getattr(plan.base.config, "max_position_embeddings", 0) or 0) if opts["fit"] == "seq_len" else None
         row[f"largest {opts['fit']} on {card.name}"] = budget.largest(plan, card, batch, seq_len, opts["fit"],
@@ -212,6 +212,9 @@ def notes(frame: pd.DataFrame, fmt: str) -> list[str]:
         if len(frame) == 1:
             lines.append(f"{column[0].upper()}{column[1:]} (batch {row['batch']}, seq_len {row['seq_len']} "
                          f"otherwise): {row[column]}" + (" (not even 1 fits)" if row[column] == 0 else "") + ".")
+    if frame["host (offloaded)"].any():
+        lines.append("host (offloaded): of the rows above, the bytes kept in host memory (distributed=fsdp_offload); "
+                     "they are not in the device peak.")
     bullet = "- " if fmt == "md" else ""
     return [line for line in lines if line] + ["", f"{bullet}Units: {UNITS}.", f"{bullet}Headroom rule: {_rule()}.",
                                                f"{bullet}{_catalog()}", f"{bullet}{budget.ACTIVATION_RULES}",

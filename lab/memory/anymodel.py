@@ -94,7 +94,8 @@ def linear_names(arch: dict, task: str) -> list[str]:
     fields = dict(arch)
     model_type = fields.pop("model_type")
     try:
-        config = AutoConfig.for_model(model_type, **fields)
+        with _quiet_transformers():
+            config = AutoConfig.for_model(model_type, **fields)
     except ValueError as err:
         raise ConfigError(KEY, model_type, f"a model_type this transformers knows ({err})") from None
     auto = AutoModelForSequenceClassification if task == "cls" else AutoModelForCausalLM
@@ -109,7 +110,7 @@ def linear_names(arch: dict, task: str) -> list[str]:
 
 
 def target_sets(names: list[str]) -> dict[str, list[str]]:
-    sets = {"all-linear": list(names)}
+    sets = {"all-linear": list(names)} if names else {}  # GPT-2's projections are Conv1D, not Linear
     attn = [n for group in (QUERY, KEY_PROJ, VALUE, OUT) for n in group if n in names][:4]
     if attn:
         sets["attn"] = attn

@@ -11,11 +11,12 @@ Categories (bytes, from `lab.memory.estimate.summarize`):
   weights; QLoRA's fp32 lm_head), saved for backward because the layer's input needs a gradient;
 - buffers (rotary frequencies, position ids).
 
-Peak = the sum of these (every category held at once: gradients are allocated in the backward
-while saved activations are freed, so this is an upper bound of the tensors). With gradient
-checkpointing autocast also caches bf16 copies of trainable weights until the forward ends; they
-are freed before any gradient exists and are at most half the gradients' bytes, so they never
-raise this peak; the row `autocast cache (freed before backward)` shows them and is not summed.
+Peak = the sum of these on the device (every category held at once: gradients are allocated in
+the backward while saved activations are freed, so this is an upper bound of the tensors). With
+gradient checkpointing autocast also caches bf16 copies of trainable weights until the forward
+ends; they are freed before any gradient exists and are at most half the gradients' bytes, so the
+row `autocast cache (freed before backward)` is shown, not summed, unless the gradients live on
+the host (offload): then the device holds the cache instead of them, and the peak counts it.
 """
 
 from __future__ import annotations
@@ -64,7 +65,10 @@ def budget(est: dict) -> dict[str, int]:
     """Categories, then the peak on the device, the headroom allowance and what the GPU needs."""
     out = categories(est)
     out["autocast cache (freed before backward)"] = est["autocast_cache"]
-    peak = est["device_total"]
+    # The cache lives until the forward ends, the gradients from the backward on: the device holds
+    # the larger of the two. Only when gradients are offloaded can the cache be the larger.
+    on_device = est["placement"]["device"].get("gradients", 0)
+    peak = est["device_total"] - on_device + max(on_device, est["autocast_cache"])
     out["host (offloaded)"] = est["host_total"]
     out["peak estimate (device)"] = peak
     out["allowance (headroom rule)"] = gpus.allowance(peak)
@@ -73,7 +77,7 @@ def budget(est: dict) -> dict[str, int]:
 
 
 def device_bytes(plan: estimator.Plan, batch: int, seq_len: int, offload: str) -> int:
-    return estimator.summarize(plan, batch, seq_len, offload=offload)["device_total"]
+    return budget(estimator.summarize(plan, batch, seq_len, offload=offload))["peak estimate (device)"]
 
 
 def largest(plan: estimator.Plan, card: gpus.Gpu, batch: int, seq_len: int, vary: str = "batch",

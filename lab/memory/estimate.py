@@ -83,7 +83,8 @@ def model_config(mcfg: DictConfig, num_labels: int | None = None, cache_dir: str
     if mcfg.architecture:
         arch = dict(OmegaConf.to_container(mcfg.architecture, resolve=True))
         model_type = arch.pop("model_type")
-        config = AutoConfig.for_model(model_type, **arch)
+        with _quiet_transformers():  # its checks of token ids against the vocabulary concern a real load
+            config = AutoConfig.for_model(model_type, **arch)
     else:
         cache = os.path.expanduser(cache_dir or default_cache_dir())
         config = AutoConfig.from_pretrained(checkpoint_path(mcfg, cache), trust_remote_code=mcfg.trust_remote_code)
