@@ -129,3 +129,13 @@ def test_cli_grid_is_one_table(qwen_dir, tmp_path):
     rows = list(csv.DictReader(io.StringIO(out.stdout)))
     assert [(r["method"], r["batch"]) for r in rows] == [(m, b) for m in ("full", "lora", "qlora") for b in "14"]
     assert all(int(r["needed on the GPU"]) > int(r["peak estimate (device)"]) for r in rows)
+
+
+def test_offloaded_gradients_leave_autocast_cache_as_the_device_peak():
+    row = app.plan_row(composed("method=full", "distributed=fsdp_offload", "trainer.gradient_checkpointing=true",
+                                "trainer.batch_size=1"))
+    on_device = row["saved activations"] + row["autocast weight copies (saved)"] + row["buffers"]
+    assert row["host (offloaded)"] == row["weights: trainable float32"] + row["gradients"] + row["optimizer state"]
+    # the bf16 copies autocast caches until the forward ends are on the GPU; the gradients are not
+    assert row["autocast cache (freed before backward)"] > 0
+    assert row["peak estimate (device)"] == on_device + row["autocast cache (freed before backward)"]

@@ -8,13 +8,15 @@ import pandas as pd
 from analysis import figures
 from analysis.cells import Cell
 from analysis.document import Section
+from lab.memory import gpus
 
 MB = 1e6
 CATEGORIES = ("Weights", "Gradients", "Optimizer state", "Saved activations", "Buffers")
 LEDGER_NOTE = ("Bytes counted tensor by tensor on the first training step (lab/memory/ledger.py): weights by "
                "storage (4-bit codes and constants for QLoRA), gradients, the optimizer's state, the activations "
                "saved for backward, buffers. MB = 1e6 bytes. The ledger does not depend on the seed or the learning "
-               "rate: one row per cell.")
+               "rate: one row per cell. It is the ledger of the device the runs used; for a GPU, `lab-plan` gives "
+               f"the same categories on CUDA and the smallest card. {gpus.CATALOG_NOTE} Headroom rule: {gpus.RULE}.")
 NOISE_NOTE = ("Measured by the process, so noisy here: the peak resident set (RSS) above the pre-model baseline "
               "also holds the allocator's cache and the checkpoint pages loading read, and in a process that ran "
               "earlier jobs it understates (freed pages are reused): compare it only between runs that each had a "
