@@ -26,6 +26,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from lab.config import ConfigError, validate
+from lab.memory import gpus  # the catalog and the rule: plain Python, no torch
 from lab.paths import CONF_DIR
 
 FORMATS = ("text", "csv", "json", "md")
@@ -97,11 +98,11 @@ def run_config(cfg: DictConfig, opts: dict) -> DictConfig:
 def plan_row(cfg: DictConfig) -> dict:
     """One configuration's plan: its settings, then bytes by category, the peak and the GPU."""
     run, opts = options(cfg)
+    card = gpus.gpu(opts["gpu"]) if opts["gpu"] else None  # before torch loads: a typo answers at once
     run = run_config(run, opts)
-    from lab.memory import budget, gpus
+    from lab.memory import budget
     from lab.memory import estimate as estimator
 
-    card = gpus.gpu(opts["gpu"]) if opts["gpu"] else None
     plan = estimator.Plan(run, "cuda")
     batch, seq_len = int(run.trainer.batch_size), int(opts["seq_len"])
     offload = "full" if run.distributed.cpu_offload else "none"
@@ -148,7 +149,7 @@ def render(rows: list[dict], fmt: str) -> str:
     if fmt == "csv":
         return frame.to_csv(index=False).rstrip("\n")
     if fmt == "json":
-        return json.dumps({"unit": "bytes", "headroom_rule": _rule(), "catalog": _catalog(),
+        return json.dumps({"unit": "bytes", "headroom_rule": gpus.RULE, "catalog": gpus.CATALOG_NOTE,
                            "plans": frame.to_dict(orient="records")}, indent=1, default=int)
     table = one(frame.iloc[0], byte_columns) if len(frame) == 1 else grid(frame, byte_columns)
     text = table.to_markdown(index=False) if fmt == "md" else table.to_string(index=False)
@@ -216,23 +217,14 @@ def notes(frame: pd.DataFrame, fmt: str) -> list[str]:
         lines.append("host (offloaded): of the rows above, the bytes kept in host memory (distributed=fsdp_offload); "
                      "they are not in the device peak.")
     bullet = "- " if fmt == "md" else ""
-    return [line for line in lines if line] + ["", f"{bullet}Units: {UNITS}.", f"{bullet}Headroom rule: {_rule()}.",
-                                               f"{bullet}{_catalog()}", f"{bullet}{budget.ACTIVATION_RULES}",
+    # the terminal gets a pointer; a Markdown file carries the rules themselves
+    rules = budget.ACTIVATION_RULES if fmt == "md" else (
+        "Activations: why QLoRA saves more than LoRA and what checkpointing removes: docs/memory.md.")
+    return [line for line in lines if line] + ["", f"{bullet}Units: {UNITS}.", f"{bullet}Headroom rule: {gpus.RULE}.",
+                                               f"{bullet}{gpus.CATALOG_NOTE}", f"{bullet}{rules}",
                                                f"{bullet}Estimates: the CUDA rules (bf16 autocast, 1-byte dropout "
                                                "masks, fused attention) follow the libraries' sources; the "
                                                "formula is checked to the byte on the CPU, not yet on a GPU."]
-
-
-def _rule() -> str:
-    from lab.memory import gpus
-
-    return gpus.RULE
-
-
-def _catalog() -> str:
-    from lab.memory import gpus
-
-    return gpus.CATALOG_NOTE
 
 
 class GridTable(Callback):

@@ -89,6 +89,8 @@ def test_any_model_from_a_config_json(qwen_dir):
         row[k] for k in row if k.startswith("weights:") or k in budget.ORDER[:5])
     # capped at the model's positions: every length it can take fits a 16 GB card
     assert row["largest seq_len on T4"] == QWEN["max_position_embeddings"]
+    md = app.render([row], "md")
+    assert "| weights: frozen bfloat16" in md and "QLoRA's exceed LoRA's" in md and "- Headroom rule:" in md
 
 
 def test_cli_json_text_and_errors(qwen_dir):
@@ -101,7 +103,7 @@ def test_cli_json_text_and_errors(qwen_dir):
     text = cli(f"plan.config={qwen_dir}", "trainer.gradient_checkpointing=true")
     assert text.returncode == 0, text.stderr
     for words in ("peak estimate (device)", "allowance (headroom rule)", "Smallest GPU: RTX-4060 (8 GB)",
-                  "GB = 1e9 bytes, GiB = 2^30 bytes", "Headroom rule:", "GPU catalog", "QLoRA's exceed LoRA's"):
+                  "GB = 1e9 bytes, GiB = 2^30 bytes", "Headroom rule:", "GPU catalog", "docs/memory.md"):
         assert words in text.stdout
     bad = cli("plan.gpu=A200")
     assert bad.returncode == 2 and "Traceback" not in bad.stderr, bad.stderr
