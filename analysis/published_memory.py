@@ -90,7 +90,8 @@ def torchtune() -> list[Setting]:
     ref = _reference("measured_elsewhere.yaml")
     reserved = ref["torchtune_qlora_tutorial_llama2_7b"]["peak_reserved"]
     tutorial = "torchtune QLoRA tutorial, Llama-2-7B"
-    common = ("torchtune: everything bf16 (ours: fp32 adapters and AdamW state); peak reserved, a high-water mark "
+    common = ("torchtune: everything bf16 (ours: fp32 adapters and AdamW state; no lab knob for bf16 adapters); "
+              "peak reserved, a high-water mark "
               "since start that keeps the allocator's cached blocks (ours: tensors held); alpaca_cleaned batches "
               f"padded to their longest row (length not published: we take {TORCHTUNE_SEQ})")
     lora = ["method.scaling=fixed", "method.alpha=16", GC]
@@ -127,8 +128,9 @@ def litgpt() -> list[Setting]:
     ref = _reference("measured_elsewhere.yaml")["litgpt_resource_tables_llama2_7b_a100_40gb"]["rows"]
     source = "LitGPT resource tables, Llama-2-7B, A100 40GB, micro-batch 1"
     # Alpaca's longest example is 1,304 Llama-2 tokens (the table's notes); micro-batch 1 peaks there.
-    common = ("LitGPT: bf16-true (adapters and AdamW state bf16; ours fp32), max_memory_allocated (comparable to "
-              "ours), its loss chunks the lm_head output (ours: full fp32 log-softmax, 0.17 GB here)")
+    common = ("LitGPT: bf16-true (adapters and AdamW state bf16; ours fp32, no lab knob for bf16 adapters), "
+              "max_memory_allocated (comparable to ours), its loss chunks the lm_head output (ours: full fp32 "
+              "log-softmax, 0.17 GB here; no lab knob for a chunked loss)")
     out = []
     for quantize, method, extra, what in (("none", "lora", [], ""),
                                           ("nf4", "qlora", ["method.quant.double_quant=false"], "; QLoRA: ours keeps "
@@ -242,6 +244,7 @@ NOTES = [
     "at once), the resident weights, the adapters' weights, or weights + gradients + optimizer state.",
     f"needed: the one headroom rule, {gpus.RULE}. A measured peak reserved should fall between the estimate and "
     "'needed' when the setting matches; a ratio far outside is explained in 'what differs'.",
+    gpus.CATALOG_NOTE,
     budget.ACTIVATION_RULES,
 ]
 
