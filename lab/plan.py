@@ -193,10 +193,12 @@ def _optional(column: str) -> bool:
 def grid(frame: pd.DataFrame, byte_columns: list[str]) -> pd.DataFrame:
     """Several configurations: a row each, bytes as GB with two decimals, the weights as one column
     (csv and json keep every storage apart)."""
+    from lab.memory import budget
+
     table = frame.drop(columns=["total params"]).copy()
     weights = [c for c in byte_columns if c.startswith("weights:")]
     table.insert(table.columns.get_loc(weights[0]), "weights", frame[weights].sum(axis=1))
-    dropped = weights + ["allowance (headroom rule)", "autocast cache (freed before backward)"]
+    dropped = weights + [budget.CONTEXT, budget.ALLOCATOR, "autocast cache (freed before backward)"]
     dropped += [c for c in ("buffers", "host (offloaded)") if not frame[c].any()]
     table = table.drop(columns=dropped)
     for column in [c for c in byte_columns if c in table] + ["weights"]:

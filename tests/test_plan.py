@@ -102,7 +102,7 @@ def test_cli_json_text_and_errors(qwen_dir):
     assert row["weights: frozen 4-bit packed codes"] > 0 and row["optimizer"] == "paged_adamw_32bit"
     text = cli(f"plan.config={qwen_dir}", "trainer.gradient_checkpointing=true")
     assert text.returncode == 0, text.stderr
-    for words in ("peak estimate (device)", "allowance (headroom rule)", "Smallest GPU: RTX-4060 (8 GB)",
+    for words in ("peak estimate (device)", "allowance: CUDA context, workspaces (1 GiB)", "allowance: allocator", "Smallest GPU: RTX-4060 (8 GB)",
                   "GB = 1e9 bytes, GiB = 2^30 bytes", "Headroom rule:", "GPU catalog", "docs/memory.md"):
         assert words in text.stdout
     bad = cli("plan.gpu=A200")

@@ -39,9 +39,11 @@ ACTIVATION_RULES = (
     "(tokens x vocabulary) nor the lm_head copy.")
 
 
+CONTEXT = "allowance: CUDA context, workspaces (1 GiB)"
+ALLOCATOR = f"allowance: allocator, transients ({gpus.ALLOCATOR_SHARE:.0%} of the peak)"
 ORDER = ("gradients", "optimizer state", "saved activations", "autocast weight copies (saved)", "buffers",
          "autocast cache (freed before backward)", "host (offloaded)", "peak estimate (device)",
-         "allowance (headroom rule)", "needed on the GPU")
+         CONTEXT, ALLOCATOR, "needed on the GPU")
 
 
 def _weight_label(key: str) -> str:
@@ -71,7 +73,8 @@ def budget(est: dict) -> dict[str, int]:
     peak = est["device_total"] - on_device + max(on_device, est["autocast_cache"])
     out["host (offloaded)"] = est["host_total"]
     out["peak estimate (device)"] = peak
-    out["allowance (headroom rule)"] = gpus.allowance(peak)
+    out[CONTEXT] = gpus.CONTEXT_BYTES
+    out[ALLOCATOR] = gpus.allowance(peak) - gpus.CONTEXT_BYTES
     out["needed on the GPU"] = gpus.needed(peak)
     return out
 
