@@ -118,10 +118,13 @@ def plan_row(cfg: DictConfig) -> dict:
 
 
 def settings(run: DictConfig, est: dict, batch: int, seq_len: int) -> dict:
+    from lab import decisions  # torch: loaded only once the config is known to be valid
+
     method = run.method.name
     adapter = "" if method == "full" else f"r={run.rank} on {_targets(run)}"
     return {"model": run.model.name, "method": method, "adapter": adapter, "batch": batch, "seq_len": seq_len,
-            "gradient checkpointing": bool(run.trainer.gradient_checkpointing), "optimizer": est["optimizer"],
+            "gradient checkpointing": bool(run.trainer.gradient_checkpointing),
+            "precision": decisions.precision(run, "cuda"), "optimizer": est["optimizer"],
             "trainable params": est["params"]["trainable"], "total params": est["params"]["total"]}
 
 
@@ -132,7 +135,7 @@ def _targets(run: DictConfig) -> str:
 
 # ---- rendering --------------------------------------------------------------------------------
 
-SETTINGS = ("model", "method", "adapter", "batch", "seq_len", "gradient checkpointing", "optimizer",
+SETTINGS = ("model", "method", "adapter", "batch", "seq_len", "gradient checkpointing", "precision", "optimizer",
             "trainable params", "total params")
 
 
@@ -172,8 +175,12 @@ def heading(frame: pd.DataFrame) -> str:
     adapter = f" {row['adapter']}," if row["adapter"] else ","
     checkpointing = "on" if row["gradient checkpointing"] else "off"
     return (f"{row['model']}: {row['method']}{adapter} batch {row['batch']} x seq_len {row['seq_len']}, gradient "
-            f"checkpointing {checkpointing}, {row['optimizer']}, bf16 autocast on CUDA; "
+            f"checkpointing {checkpointing}, {row['optimizer']}, {_precision(row['precision'])} on CUDA; "
             f"{row['trainable params']:,} of {row['total params']:,} parameters train")
+
+
+def _precision(precision: str) -> str:
+    return "no autocast" if precision == "fp32" else f"{precision} autocast"
 
 
 def one(row: pd.Series, byte_columns: list[str]) -> pd.DataFrame:
