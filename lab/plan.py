@@ -111,10 +111,19 @@ def plan_row(cfg: DictConfig) -> dict:
     row.update(budget.budget(est))
     row["smallest GPU"] = gpus.smallest_gpu(row["peak estimate (device)"])
     if card is not None:
-        limit = int(getattr(plan.base.config, "max_position_embeddings", 0) or 0) if opts["fit"] == "seq_len" else None
+        limit = longest_modelled(plan.base.config) if opts["fit"] == "seq_len" else None
         row[f"largest {opts['fit']} on {card.name}"] = budget.largest(plan, card, batch, seq_len, opts["fit"],
                                                                     offload, limit)
     return row
+
+
+def longest_modelled(config) -> int | None:
+    """The longest sequence the model takes and the activation formula covers (its sliding window)."""
+    limits = [getattr(config, "max_position_embeddings", None)]
+    if getattr(config, "use_sliding_window", True):
+        limits.append(getattr(config, "sliding_window", None))
+    limits = [int(n) for n in limits if n]
+    return min(limits) if limits else None
 
 
 def settings(run: DictConfig, est: dict, batch: int, seq_len: int) -> dict:

@@ -141,3 +141,17 @@ def test_offloaded_gradients_leave_autocast_cache_as_the_device_peak():
     # the bf16 copies autocast caches until the forward ends are on the GPU; the gradients are not
     assert row["autocast cache (freed before backward)"] > 0
     assert row["peak estimate (device)"] == on_device + row["autocast cache (freed before backward)"]
+
+
+def test_a_mistral_shaped_config_and_its_sliding_window(tmp_path):
+    config = {"model_type": "mistral", "hidden_size": 256, "intermediate_size": 512, "num_hidden_layers": 2,
+              "num_attention_heads": 8, "num_key_value_heads": 2, "vocab_size": 1000,
+              "max_position_embeddings": 32768, "sliding_window": 256}
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    row = app.plan_row(composed(f"plan.config={path}", "method=qlora", "+seq_len=128", "plan.gpu=T4",
+                                "plan.fit=seq_len"))
+    assert row["weights: frozen 4-bit packed codes"] > 0 and row["saved activations"] > 0
+    assert row["largest seq_len on T4"] == 256  # the formula stops at the window
+    with pytest.raises(NotImplementedError, match="sliding window"):
+        app.plan_row(composed(f"plan.config={path}", "+seq_len=512"))

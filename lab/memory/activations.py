@@ -436,6 +436,11 @@ def estimate_saved(plan, batch: int, seq_len: int, padded: bool = False, token_t
     if family is None:
         raise NotImplementedError(f"no activation formula for model_type {model_type} (have: "
                                   + ", ".join(sorted(FAMILIES)) + ")")
+    window = getattr(plan.base.config, "sliding_window", None)
+    if window and getattr(plan.base.config, "use_sliding_window", True) and seq_len > window:
+        # beyond the window transformers hands SDPA an explicit mask (no causal fast path): not modelled
+        raise NotImplementedError(f"seq_len {seq_len} above the model's sliding window ({window} tokens): no "
+                                  "activation formula for windowed attention; plan at most the window")
     fwd = Forward(plan, batch, seq_len, padded, token_types)
     getattr(fwd, family)()
     parts = dict(sorted((k, v) for k, v in fwd.saved.parts.items() if v))
