@@ -19,7 +19,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
 
 from lab.errors import ConfigError
-from lab.memory.estimate import _quiet_transformers
+from lab.memory.estimate import quiet_transformers
 
 KEY = "plan.config"
 # Fields of a config.json that describe the file, not the architecture.
@@ -94,12 +94,12 @@ def linear_names(arch: dict, task: str) -> list[str]:
     fields = dict(arch)
     model_type = fields.pop("model_type")
     try:
-        with _quiet_transformers():
+        with quiet_transformers():
             config = AutoConfig.for_model(model_type, **fields)
     except ValueError as err:
         raise ConfigError(KEY, model_type, f"a model_type this transformers knows ({err})") from None
     auto = AutoModelForSequenceClassification if task == "cls" else AutoModelForCausalLM
-    with _quiet_transformers(), torch.device("meta"):
+    with quiet_transformers(), torch.device("meta"):
         model = auto.from_config(config)
     names = []
     for full, module in model.named_modules():

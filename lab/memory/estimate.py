@@ -83,7 +83,7 @@ def model_config(mcfg: DictConfig, num_labels: int | None = None, cache_dir: str
     if mcfg.architecture:
         arch = dict(OmegaConf.to_container(mcfg.architecture, resolve=True))
         model_type = arch.pop("model_type")
-        with _quiet_transformers():  # its checks of token ids against the vocabulary concern a real load
+        with quiet_transformers():  # its checks of token ids against the vocabulary concern a real load
             config = AutoConfig.for_model(model_type, **arch)
     else:
         cache = os.path.expanduser(cache_dir or default_cache_dir())
@@ -94,7 +94,7 @@ def model_config(mcfg: DictConfig, num_labels: int | None = None, cache_dir: str
 
 
 @contextmanager
-def _quiet_transformers():
+def quiet_transformers():
     """Building on the meta device makes transformers and peft warn about what a real load would do
     (missing weights, checkpointing names deprecated in v6): nothing a planner's user can act on."""
     level = hf_logging.get_verbosity()
@@ -111,7 +111,7 @@ def meta_base(cfg: DictConfig, dtype: torch.dtype, num_labels: int | None = None
     """The architecture on the meta device, as `from_pretrained(dtype=dtype)` would lay it out."""
     config = model_config(cfg.model, num_labels, cfg.paths.cache)
     auto = AutoModelForSequenceClassification if cfg.model.task == "cls" else AutoModelForCausalLM
-    with _quiet_transformers(), torch.device("meta"):
+    with quiet_transformers(), torch.device("meta"):
         model = auto.from_config(config, dtype=dtype, trust_remote_code=cfg.model.trust_remote_code)
     return model
 
@@ -138,7 +138,7 @@ def quantize_on_meta(model, cfg: DictConfig, dtype: torch.dtype) -> dict[int, in
     Returns {id(weight): logical number of elements}.
     """
     qconfig = _bnb_config(cfg, dtype)
-    with _quiet_transformers():
+    with quiet_transformers():
         replace_with_bnb_linear(model, modules_to_not_convert=_not_converted(model, cfg), quantization_config=qconfig)
     logical = {}
     for module in model.modules():
@@ -219,7 +219,7 @@ class Plan:
         base = meta_base(cfg, self.dtype, self.num_labels)
         self.logical = quantize_on_meta(base, cfg, self.dtype) if cfg.method.name == "qlora" else {}
         # Under the meta device peft creates the adapters without storage too (not on the CPU first).
-        with _quiet_transformers(), torch.device("meta"), _dora_sizes_from_meta_4bit(self.dtype):
+        with quiet_transformers(), torch.device("meta"), _dora_sizes_from_meta_4bit(self.dtype):
             self.model = methods.apply_method(base, cfg, device)
         self.base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
 
