@@ -234,8 +234,8 @@ def main(argv: list[str] | None = None) -> None:
 
     doc += ["", "## Published measurements beside the estimates", "",
             "Also written alone by `python -m analysis published-memory` (reports/published_memory.md).", ""]
-    doc += [f"- {n}" for n in published_memory.NOTES[:3]] + ["", published_memory.table().to_markdown(
-        index=False, floatfmt=".2f", missingval="")]
+    doc += [f"- {n}" for n in published_memory.NOTES[:3]] + ["", published_memory.as_markdown(
+        published_memory.table())]
     text = "\n".join(doc) + "\n"
     print(text)
     os.makedirs(args.out, exist_ok=True)
