@@ -250,6 +250,7 @@ class GridTable(Callback):
 
     def __init__(self) -> None:
         self.rows: list[dict] = []
+        self.failed = 0
         self.format = "text"
 
     def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
@@ -258,9 +259,14 @@ class GridTable(Callback):
             value = getattr(job_return, "_return_value", None)
             if isinstance(value, dict):
                 self.rows.append(value)
+            else:
+                self.failed += 1
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         print(render(self.rows, self.format))
+        if self.failed:
+            print(f"{self.failed} of {self.failed + len(self.rows)} configurations could not be planned "
+                  "(their errors are above)", file=sys.stderr)
 
 
 def _multirun() -> bool:

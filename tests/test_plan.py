@@ -125,9 +125,12 @@ def test_mistakes_name_the_key(monkeypatch, args, says):
 
 
 def test_cli_grid_is_one_table(qwen_dir, tmp_path):
-    out = cli("-m", f"plan.config={qwen_dir}", "method=full,lora,qlora", "trainer.batch_size=1,4", "--format=csv",
+    out = cli("-m", f"plan.config={qwen_dir}", "method=full,lora,qlora", "trainer.batch_size=0,1,4", "--format=csv",
               f"hydra.sweep.dir={tmp_path}/sweep")
     assert out.returncode == 0, out.stderr
+    # a job with a bad value is one error line; the others still make the table
+    assert "trainer.batch_size=0; allowed: an integer >= 1" in out.stderr
+    assert "3 of 9 configurations could not be planned" in out.stderr
     rows = list(csv.DictReader(io.StringIO(out.stdout)))
     assert [(r["method"], r["batch"]) for r in rows] == [(m, b) for m in ("full", "lora", "qlora") for b in "14"]
     assert all(int(r["needed on the GPU"]) > int(r["peak estimate (device)"]) for r in rows)
