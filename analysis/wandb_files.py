@@ -110,7 +110,9 @@ def _apply(run: LocalRun, record: pb.Record) -> None:
             run.summary.pop(item.key or "/".join(item.nested_key), None)
     elif kind == "artifact":
         a = record.artifact
-        run.artifacts.append({"name": a.name, "type": a.type, "files": [m.path for m in a.manifest.contents]})
+        run.artifacts.append({"name": a.name, "type": a.type, "files": [m.path for m in a.manifest.contents],
+                              # where the file waits for `wandb sync` (W&B's staging copy)
+                              "local_paths": [m.local_path for m in a.manifest.contents]})
     elif kind == "exit":
         run.exit_code = record.exit.exit_code
 
@@ -125,5 +127,6 @@ def _config(items) -> dict:
 
 def read_dir(wandb_dir: str, pattern: str = "offline-run-*") -> list[LocalRun]:
     """Every run folder under `wandb_dir` that `wandb sync <wandb_dir>/<pattern>` would upload."""
+    # A folder without a run log (a run killed as it opened) holds nothing `wandb sync` could upload.
     return [read_run(folder) for folder in sorted(glob.glob(os.path.join(wandb_dir, pattern)))
-            if os.path.isdir(folder)]
+            if glob.glob(os.path.join(folder, "run-*.wandb"))]
