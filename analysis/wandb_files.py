@@ -30,15 +30,26 @@ FULL, FIRST, MIDDLE, LAST = 1, 2, 3, 4
 class LocalRun:
     folder: str
     id: str = ""
+    entity: str = ""
     name: str = ""
     group: str = ""
     project: str = ""
     tags: list = field(default_factory=list)
+    job_type: str = ""
     config: dict = field(default_factory=dict)
     summary: dict = field(default_factory=dict)
     history: list = field(default_factory=list)
     artifacts: list = field(default_factory=list)
     exit_code: int | None = None  # None: the run never finished (killed)
+
+    @property
+    def path(self) -> str:
+        """entity/project/id as W&B names it (project/id for an offline run, which has no entity)."""
+        return "/".join(part for part in (self.entity, self.project, self.id) if part)
+
+    def file(self, name: str) -> str:
+        """A file the run wrote (a logged table's JSON, ...), by its path in the run's files."""
+        return os.path.join(self.folder, "files", name)
 
 
 def payloads(path: str):
@@ -77,11 +88,15 @@ def records(path: str):
 
 
 def _items(items) -> dict:
-    """key (or nested_key path) -> value, from W&B's `value_json` items."""
-    out = {}
+    """key -> value from W&B's `value_json` items; an item under a `nested_key` path goes into nested dicts
+    (a logged table's summary is {"tables/main": {"path": ..., "nrows": ...}})."""
+    out: dict = {}
     for item in items:
-        key = item.key or "/".join(item.nested_key)
-        out[key] = json.loads(item.value_json)
+        path = [item.key] if item.key else list(item.nested_key)
+        node = out
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = json.loads(item.value_json)
     return out
 
 
@@ -98,16 +113,17 @@ def _apply(run: LocalRun, record: pb.Record) -> None:
     kind = record.WhichOneof("record_type")
     if kind == "run":
         r = record.run
-        run.id, run.name, run.group, run.project, run.tags = r.run_id, r.display_name, r.run_group, r.project, list(r.tags)
+        run.id, run.entity, run.name, run.group, run.project = r.run_id, r.entity, r.display_name, r.run_group, r.project
+        run.tags, run.job_type = list(r.tags), r.job_type
         run.config.update(_config(r.config.update))
     elif kind == "config":
         run.config.update(_config(record.config.update))
     elif kind == "history":
         run.history.append(_items(record.history.item))
     elif kind == "summary":
-        run.summary.update(_items(record.summary.update))
+        _merge(run.summary, _items(record.summary.update))
         for item in record.summary.remove:
-            run.summary.pop(item.key or "/".join(item.nested_key), None)
+            run.summary.pop(item.key or item.nested_key[0], None)
     elif kind == "artifact":
         a = record.artifact
         run.artifacts.append({"name": a.name, "type": a.type, "files": [m.path for m in a.manifest.contents],
@@ -115,6 +131,14 @@ def _apply(run: LocalRun, record: pb.Record) -> None:
                               "local_paths": [m.local_path for m in a.manifest.contents]})
     elif kind == "exit":
         run.exit_code = record.exit.exit_code
+
+
+def _merge(into: dict, update: dict) -> None:
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into[key] = value
 
 
 def _config(items) -> dict:

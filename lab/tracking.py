@@ -147,18 +147,19 @@ class Tracker:
         self.error = None
         self.mode = None
         self.run_path = None
+        self.group = None
         if cfg.logger.name != "wandb":
             return
         try:
             self.mode = wandb_mode(cfg.logger.mode)
             rank = "" if cfg.rank is None else f"-r{cfg.rank}"
-            run = wandb_id(run_id)
+            run, self.group = wandb_id(run_id), cfg.logger.group or group or run_id
             if self.mode == "offline":
                 supersede_offline_runs(run)
             self.run = wandb.init(
                 project=cfg.logger.project, entity=cfg.logger.entity, mode=self.mode,
                 name=f"{cfg.method.name}{rank}-{cfg.model.name}-{cfg.dataset.name}-s{cfg.seed}",
-                group=cfg.logger.group or group or run_id, id=run, resume="allow",
+                group=self.group, id=run, resume="allow",
                 tags=[str(cfg.method.name), cfg.model.name, cfg.dataset.name, *cfg.logger.tags],
                 config=config, reinit="finish_previous", settings=wandb.Settings(silent=True),
             )
@@ -202,7 +203,7 @@ class Tracker:
 
     def info(self) -> dict:
         return {"logger": "wandb" if self.mode else "none", "mode": self.mode,
-                "run_path": self.run_path,
+                "run_path": self.run_path, "group": self.group,
                 "error": self.error}
 
 
