@@ -14,12 +14,15 @@ import hashlib
 import itertools
 import logging
 import os
+import sys
 import tempfile
 from datetime import datetime, timezone
 
 import bitsandbytes as bnb
 import datasets
 import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from transformers import PrinterCallback, Trainer, TrainingArguments, set_seed
 from transformers.integrations import WandbCallback
@@ -287,9 +290,18 @@ def training_arguments(cfg: DictConfig, device: str, rid: str, report_to: list[s
         data_seed=cfg.seed,
         include_num_input_tokens_seen="non_padding",
         **distributed.training_arguments(cfg),
-        disable_tqdm=True,
+        disable_tqdm=not _single_run_on_a_terminal(),
         dataloader_num_workers=0,
     )
+
+
+def _single_run_on_a_terminal() -> bool:
+    """The Trainer's progress bar shows for one `lab-train` run at a terminal; a multirun prints a line
+    per job instead (hydra_plugins/lab_sweeps/progress.py), and the benchmark, not a Hydra app, none."""
+    try:
+        return HydraConfig.get().mode == RunMode.RUN and sys.stderr.isatty()
+    except ValueError:
+        return False
 
 
 def is_out_of_memory(err: BaseException) -> bool:
