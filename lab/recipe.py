@@ -48,6 +48,9 @@ SINGLE_PROCESS = distributed.Launch("none", 1, 0, 0)
 # process): its peak resident set then understates the job's own, as freed pages are reused.
 _JOBS_IN_PROCESS = itertools.count()
 # Trainer log entries that are totals of the run rather than points of its curve.
+# Steps whose logged loss the health rule reads as the final training loss (one point at the cadence
+# of 10 the rule was set with; five at the default cadence of 100-step runs).
+HEALTH_WINDOW = 10
 # The default logging cadence: every 2 % of the steps (every 2nd of 100), a curve of about 50 points.
 AUTO_LOGGING_RATIO = 0.02
 RUN_TOTALS = ("train_runtime", "train_samples_per_second", "train_steps_per_second", "total_flos", "train_loss")
@@ -160,8 +163,18 @@ class FineTune:
         if self.data.task == "cls":
             splits = self.data.splits
             return health.classification(metrics["test_accuracy"], splits["test"]["label"], splits["train"]["label"],
-                                         metrics["last_logged_train_loss"])
+                                         self.final_train_loss())
         return health.language_model(metrics["test_loss"], self.untrained_test_loss)
+
+    def final_train_loss(self, window: int = HEALTH_WINDOW) -> float | None:
+        """The training loss over the last `window` steps: the mean of the points logged in them (each
+        the mean of its own steps), so the health rule sees the same span at any logging cadence."""
+        points = [(e["step"], e["loss"]) for e in self.trainer.state.log_history if "loss" in e]
+        if not points:
+            return None
+        last = points[-1][0]
+        recent = [loss for step, loss in points if step > last - window]
+        return sum(recent) / len(recent)
 
     # ---- measure ----------------------------------------------------------------------------------
 
