@@ -52,3 +52,16 @@ def test_totals_and_eta_from_the_state_files(tmp_path, capsys):
     watcher.poll()
     assert capsys.readouterr().out == ""  # nothing changed, nothing printed
     assert clock(3725) == "1h02m"
+
+
+def test_bitsandbytes_notice_about_the_kernels_hub_package_is_dropped_and_other_warnings_kept():
+    import logging
+
+    import lab  # noqa: F401  (installs the filter)
+
+    def record(msg):
+        return logging.LogRecord("bitsandbytes.backends.cpu.ops", logging.WARNING, __file__, 1, msg, None, None)
+
+    logger = logging.getLogger("bitsandbytes.backends.cpu.ops")
+    assert not logger.filter(record("Failed to load CPU gemm_4bit_forward from kernels-community: %s. Please ..."))
+    assert logger.filter(record("some other bitsandbytes warning"))
