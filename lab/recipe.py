@@ -47,12 +47,12 @@ SINGLE_PROCESS = distributed.Launch("none", 1, 0, 0)
 # Jobs this process started before the current one (a multirun's basic or joblib launcher reuses a
 # process): its peak resident set then understates the job's own, as freed pages are reused.
 _JOBS_IN_PROCESS = itertools.count()
-# Trainer log entries that are totals of the run rather than points of its curve.
 # Steps whose logged loss the health rule reads as the final training loss (one point at the cadence
 # of 10 the rule was set with; five at the default cadence of 100-step runs).
 HEALTH_WINDOW = 10
 # The default logging cadence: every 2 % of the steps (every 2nd of 100), a curve of about 50 points.
 AUTO_LOGGING_RATIO = 0.02
+# Trainer log entries that are totals of the run rather than points of its curve.
 RUN_TOTALS = ("train_runtime", "train_samples_per_second", "train_steps_per_second", "total_flos", "train_loss")
 
 
