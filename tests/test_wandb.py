@@ -140,6 +140,7 @@ def test_analysis_reads_the_runs_back_from_wandb_and_puts_the_report_in_the_swee
     built = report.main(["--results", str(wandb_sweep["results"]), "--sweep", str(wandb_sweep["sweep_dir"]),
                          "--out", "reports/wandb-check"])  # --wandb auto: the runs logged to W&B
     assert built["wandb"]["group"] == "wandb-check" and built["wandb"]["mode"] == "offline"
+    wandb.teardown()  # wandb-core may still be writing the run's log after finish(); a CLI's exit waits too
     (logged,) = [run for run in read_dir(wandb_dir) if run.job_type == "report"]
     assert logged.group == "wandb-check" and logged.exit_code == 0
     table = json.loads(Path(logged.file(logged.summary["tables/main"]["path"])).read_text())
