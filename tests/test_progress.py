@@ -65,3 +65,20 @@ def test_bitsandbytes_notice_about_the_kernels_hub_package_is_dropped_and_other_
     logger = logging.getLogger("bitsandbytes.backends.cpu.ops")
     assert not logger.filter(record("Failed to load CPU gemm_4bit_forward from kernels-community: %s. Please ..."))
     assert logger.filter(record("some other bitsandbytes warning"))
+
+
+def test_a_job_state_says_skipped_finished_or_failed_from_what_the_job_returned():
+    from hydra.core.utils import JobReturn, JobStatus
+
+    from hydra_plugins.lab_sweeps.progress import job_state
+
+    def ended(value, status=JobStatus.COMPLETED):
+        return JobReturn(status=status, _return_value=value)
+
+    ok = {"status": "ok", "metrics": {"test_accuracy": 0.75}, "timing": {"finished_at": "2026-01-02T10:00:00+00:00"}}
+    assert job_state(ended(ok), "2026-01-02T09:59:00+00:00")["headline"] == ("test_accuracy", 0.75)
+    assert job_state(ended(ok), "2026-01-02T10:05:00+00:00")["state"] == "skipped"  # an earlier sweep's record
+    assert job_state(ended({"status": "oom", "error": "OutOfMemoryError: CUDA\nmore"}), None) == \
+        {"state": "failed", "status": "oom", "error": "OutOfMemoryError: CUDA"}
+    assert job_state(ended(None), None)["status"] == "invalid-config"
+    assert job_state(ended(RuntimeError("boom"), JobStatus.FAILED), None)["status"] == "crashed"
