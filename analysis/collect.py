@@ -80,11 +80,7 @@ def read_results(results_dir: str) -> tuple[list[dict], list[dict]]:
 
 
 def read_wandb(project: str, entity: str | None = None, api=None) -> tuple[list[dict], list[dict]]:
-    """(records, problems) from a W&B project: the runs' config and summary (status, metrics).
-
-    W&B keeps what the tracker logged, not the whole local record: no parameter counts, memory or
-    timing. Each row's run id is `wandb:<entity/project/id>`.
-    """
+    """(records, problems) from a W&B project: each run's config and summary (`wandb_record`)."""
     if api is None:
         import wandb
 
@@ -92,20 +88,44 @@ def read_wandb(project: str, entity: str | None = None, api=None) -> tuple[list[
     records, problems = [], []
     path = f"{entity}/{project}" if entity else project
     for run in api.runs(path):
-        config, summary = dict(run.config or {}), dict(run.summary or {})
-        method = config.get("method") or {}
-        status = summary.get("status")
-        if status not in STATUSES or not isinstance(method, dict):
-            problems.append({"path": f"wandb:{'/'.join(run.path)}", "problem": f"no finished lab record (status {status!r})"})
-            continue
-        records.append({
-            "run_id": f"wandb:{'/'.join(run.path)}", "status": status, "method": method.get("name"),
-            "rank": config.get("rank"), "model": (config.get("model") or {}).get("name"),
-            "dataset": (config.get("dataset") or {}).get("name"), "seed": config.get("seed"),
-            "metrics": {k: v for k, v in summary.items() if k != "status" and isinstance(v, (int, float))},
-            "config": config, "source": "wandb", "path": run.url, "wandb_path": "/".join(run.path),
-        })
+        _add(wandb_record("/".join(run.path), run.url, dict(run.config or {}), dict(run.summary or {})),
+             records, problems)
     return records, problems
+
+
+def read_wandb_dir(wandb_dir: str) -> tuple[list[dict], list[dict]]:
+    """(records, problems) from a local `wandb/` folder: the offline runs `wandb sync` would upload,
+    decoded from their `.wandb` files (analysis.wandb_files). Report runs are no records: left out."""
+    from analysis.wandb_files import read_dir
+
+    records, problems = [], []
+    for run in read_dir(wandb_dir):
+        if run.job_type != "report":
+            _add(wandb_record(run.path, run.folder, run.config, run.summary), records, problems)
+    return records, problems
+
+
+def _add(record_or_problem: dict, records: list[dict], problems: list[dict]) -> None:
+    (problems if "problem" in record_or_problem else records).append(record_or_problem)
+
+
+def wandb_record(path: str, url: str, config: dict, summary: dict) -> dict:
+    """A row's record from a W&B run, or a problem. The summary holds the result record's fields
+    (lab.tracking.summary_of: params, memory, timing, ... and metrics under test/, validation/,
+    train/); runs logged before it did hold status and flat metrics only. The row's run id is
+    `wandb:<path>`; `lab_run_id` is the run id the run recorded."""
+    from lab.tracking import record_from_summary  # imports wandb: only when W&B runs are read
+
+    method, status = config.get("method") or {}, summary.get("status")
+    if status not in STATUSES or not isinstance(method, dict):
+        return {"path": f"wandb:{path}", "problem": f"no finished lab record (status {status!r})"}
+    fields = record_from_summary(summary)
+    metrics = fields.pop("metrics") or {k: v for k, v in summary.items()
+                                        if k != "status" and isinstance(v, (int, float))}
+    return {**fields, "run_id": f"wandb:{path}", "lab_run_id": fields.get("run_id"), "status": status,
+            "method": method.get("name"), "rank": config.get("rank"), "model": (config.get("model") or {}).get("name"),
+            "dataset": (config.get("dataset") or {}).get("name"), "seed": config.get("seed"), "metrics": metrics,
+            "config": config, "source": "wandb", "path": url, "wandb_path": path}
 
 
 def to_frame(records: list[dict]) -> pd.DataFrame:
@@ -156,11 +176,12 @@ def target_modules(row: pd.Series) -> list[str] | None:
 
 
 def collect(results_dir: str | None = "results", wandb_project: str | None = None,
-            wandb_entity: str | None = None, wandb_api=None) -> Collection:
+            wandb_entity: str | None = None, wandb_api=None, wandb_dir: str | None = None) -> Collection:
     records, problems = read_results(results_dir) if results_dir else ([], [])
-    if wandb_project:
-        remote, remote_problems = read_wandb(wandb_project, wandb_entity, wandb_api)
-        # A run logged online also has its local record, which is the more complete of the two.
+    sources = ([read_wandb(wandb_project, wandb_entity, wandb_api)] if wandb_project else []) + \
+        ([read_wandb_dir(wandb_dir)] if wandb_dir else [])
+    for remote, remote_problems in sources:
+        # A run logged to W&B also has its local record, which is the more complete of the two.
         local_paths = {((r.get("logging") or {}).get("run_path") or "") for r in records}
         local_paths = {"/".join(p) if isinstance(p, list) else p for p in local_paths}
         records += [r for r in remote if r["wandb_path"] not in local_paths]
@@ -213,9 +234,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--results", default="results", help="the results store (paths.results)")
     parser.add_argument("--wandb-project", help="also read this W&B project (needs W&B online)")
     parser.add_argument("--wandb-entity")
+    parser.add_argument("--wandb-dir", help="also read the offline runs of this local wandb/ folder")
     parser.add_argument("--csv", help="write the collected rows here")
     args = parser.parse_args(argv)
-    collection = collect(args.results, args.wandb_project, args.wandb_entity)
+    collection = collect(args.results, args.wandb_project, args.wandb_entity, wandb_dir=args.wandb_dir)
     print(describe(collection))
     if args.csv:
         collection.runs.to_csv(args.csv, index=False)

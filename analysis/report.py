@@ -92,7 +92,7 @@ def build(collection: Collection, out: str, title: str, metric: str = "auto", sw
     main.to_csv(os.path.join(out, "main_table.csv"), index=False)
     ledger = memory.ledger_table(cells)
     ledger.to_csv(os.path.join(out, "memory_ledger.csv"), index=False)
-    return {**paths, "main_table": main, "ledger": ledger, "metric": metric}
+    return {**paths, "main_table": main, "ledger": ledger, "claims": claims_frame, "metric": metric}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -107,8 +107,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--title", help="the report's title (default: the sweep or results folder)")
     parser.add_argument("--wandb-project", help="also collect this W&B project (needs W&B online)")
     parser.add_argument("--wandb-entity")
+    parser.add_argument("--wandb-dir", help="also collect the offline runs of this local wandb/ folder")
+    parser.add_argument("--wandb", choices=["auto", "yes", "no"], default="auto",
+                        help="log the tables and the report to W&B in the sweep's group (auto: when the runs "
+                             "logged to W&B)")
+    parser.add_argument("--wandb-mode", default="auto", help="online / offline (auto: as the runs logged)")
     args = parser.parse_args(argv)
-    collection = collect(args.results, args.wandb_project, args.wandb_entity)
+    collection = collect(args.results, args.wandb_project, args.wandb_entity, wandb_dir=args.wandb_dir)
     sweep, notes = None, []
     if args.sweep:
         sweep = read_sweep(args.sweep)
@@ -126,4 +131,18 @@ def main(argv: list[str] | None = None) -> dict:
         print(built["ledger"][["Cell", "Weights", "Gradients", "Optimizer state", "Saved activations",
                                "Ledger total"]].to_markdown(index=False))
     print(f"\nwrote {built['md']} and {built['html']}")
+    built["wandb"] = to_wandb(args, built, collection.runs, out, sweep_folder)
     return built
+
+
+def to_wandb(args, built: dict, frame: pd.DataFrame, out: str, sweep_folder: str | None) -> dict | None:
+    """The report into W&B when asked, or (auto) when the runs logged there."""
+    from analysis import wandb_report  # imports wandb: only for a report that goes there
+
+    if args.wandb == "no" or (args.wandb == "auto" and not wandb_report.logged_to_wandb(frame)):
+        return None
+    fallback = os.path.basename(os.path.normpath(sweep_folder or out))
+    uploaded = wandb_report.upload(built, frame, built["claims"], out, wandb_report.sweep_group(frame, fallback),
+                                   args.wandb_mode)
+    print(f"W&B: tables and report ({uploaded['mode']}) in group {uploaded['group']}: {uploaded['run_path']}")
+    return uploaded

@@ -152,7 +152,7 @@ class TrainerSchema:
     max_grad_norm: Optional[float] = 1.0
     lr_scheduler: str = "linear"
     eval_steps: Optional[int] = None
-    logging_steps: int = 10
+    logging_steps: Optional[int] = None
     gradient_checkpointing: bool = False
     precision: Precision = Precision.auto
     save_steps: Optional[int] = None
@@ -324,7 +324,7 @@ def _check_trainer(merged: DictConfig) -> None:
     _positive_finite("trainer.learning_rate", trainer.learning_rate)
     if trainer.max_grad_norm is not None and not (trainer.max_grad_norm > 0 and math.isfinite(trainer.max_grad_norm)):
         raise ConfigError("trainer.max_grad_norm", trainer.max_grad_norm, "a finite number > 0, or null for no clipping")
-    for key in ("eval_steps", "save_steps", "threads"):
+    for key in ("eval_steps", "save_steps", "threads", "logging_steps"):
         if trainer[key] is not None:
             _positive_int(f"trainer.{key}", trainer[key])
 

@@ -42,6 +42,21 @@ def _classification_scores(trainer, split_data, split: str, num_labels: int) -> 
     }
 
 
+def training_metrics(num_labels: int):
+    """The Trainer's `compute_metrics` for evaluations inside training: accuracy and macro-F1 on the
+    validation split, as the final evaluation scores them (logged as eval/accuracy, eval/macro_f1)."""
+    accuracy, macro_f1 = shipped.load("accuracy"), shipped.load("macro_f1")
+
+    def compute(prediction) -> dict:
+        predicted = np.argmax(prediction.predictions, axis=-1).tolist()
+        references = prediction.label_ids.tolist()
+        return {"accuracy": accuracy.compute(predictions=predicted, references=references)["accuracy"],
+                "macro_f1": macro_f1.compute(predictions=predicted, references=references,
+                                             labels=list(range(num_labels)))["macro_f1"]}
+
+    return compute
+
+
 def _perplexity(loss: float) -> float:
     return math.exp(loss) if loss < 50 else float("inf")
 

@@ -14,14 +14,18 @@ import hashlib
 import itertools
 import logging
 import os
+import sys
 import tempfile
 from datetime import datetime, timezone
 
 import bitsandbytes as bnb
 import datasets
 import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from transformers import PrinterCallback, Trainer, TrainingArguments, set_seed
+from transformers.integrations import WandbCallback
 from transformers.trainer_utils import get_last_checkpoint
 from transformers.utils import logging as hf_logging
 
@@ -43,6 +47,11 @@ SINGLE_PROCESS = distributed.Launch("none", 1, 0, 0)
 # Jobs this process started before the current one (a multirun's basic or joblib launcher reuses a
 # process): its peak resident set then understates the job's own, as freed pages are reused.
 _JOBS_IN_PROCESS = itertools.count()
+# Steps whose logged loss the health rule reads as the final training loss (one point at the cadence
+# of 10 the rule was set with; five at the default cadence of 100-step runs).
+HEALTH_WINDOW = 10
+# The default logging cadence: every 2 % of the steps (every 2nd of 100), a curve of about 50 points.
+AUTO_LOGGING_RATIO = 0.02
 # Trainer log entries that are totals of the run rather than points of its curve.
 RUN_TOTALS = ("train_runtime", "train_samples_per_second", "train_steps_per_second", "total_flos", "train_loss")
 
@@ -108,8 +117,11 @@ class FineTune:
             # which keeps them by (group, index): an earlier job of this process would reach into this one's.
             bnb.optim.GlobalOptimManager.get_instance().initialize()
         self.timer, self.probe = StepTimer(self.device), LedgerProbe()
+        scores = evaluation.training_metrics(len(self.data.label_names)) \
+            if self.cfg.trainer.eval_steps and self.data.task == "cls" else None
         self.trainer = Trainer(model=self.model, args=self.args, train_dataset=self.tokenized["train"],
                                eval_dataset=self.tokenized["validation"], data_collator=self.collate,
+                               compute_metrics=scores,
                                callbacks=[DivergenceGuard(), self.probe, self.timer, *extra_callbacks])
         self.trainer.remove_callback(PrinterCallback)  # the record and the summary carry the numbers
         return self.trainer
@@ -119,9 +131,13 @@ class FineTune:
     def train(self) -> None:
         self.untrained_test_loss = None
         if self.data.task == "lm":
-            # What "learned nothing" means for a language model: the test loss before the first step.
+            # What "learned nothing" means for a language model: the test loss before the first step
+            # (in the record's health; W&B's callback would log it as a training point).
+            wandb_callback = self.trainer.pop_callback(WandbCallback)
             self.untrained_test_loss = self.trainer.evaluate(self.tokenized["test"], metric_key_prefix="untrained_test")[
                 "untrained_test_loss"]
+            if wandb_callback is not None:
+                self.trainer.add_callback(wandb_callback)
         output_dir = self.args.output_dir
         resume = get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
         if resume:
@@ -132,6 +148,9 @@ class FineTune:
     # ---- evaluate ---------------------------------------------------------------------------------
 
     def evaluate(self) -> dict:
+        # W&B's callback would log the final passes under train/ (train/validation_loss); the tracker
+        # puts them in the summary under validation/ and test/.
+        self.trainer.pop_callback(WandbCallback)
         metrics = evaluation.evaluate(self.trainer, self.tokenized, self.data, self.tokenizer, self.cfg, self.device)
         metrics["train_loss"] = self.train_output.training_loss
         losses = [e["loss"] for e in self.trainer.state.log_history if "loss" in e]
@@ -144,8 +163,18 @@ class FineTune:
         if self.data.task == "cls":
             splits = self.data.splits
             return health.classification(metrics["test_accuracy"], splits["test"]["label"], splits["train"]["label"],
-                                         metrics["last_logged_train_loss"])
+                                         self.final_train_loss())
         return health.language_model(metrics["test_loss"], self.untrained_test_loss)
+
+    def final_train_loss(self, window: int = HEALTH_WINDOW) -> float | None:
+        """The training loss over the last `window` steps: the mean of the points logged in them (each
+        the mean of its own steps), so the health rule sees the same span at any logging cadence."""
+        points = [(e["step"], e["loss"]) for e in self.trainer.state.log_history if "loss" in e]
+        if not points:
+            return None
+        last = points[-1][0]
+        recent = [loss for step, loss in points if step > last - window]
+        return sum(recent) / len(recent)
 
     # ---- measure ----------------------------------------------------------------------------------
 
@@ -232,9 +261,9 @@ class FineTune:
     def provenance(self) -> dict:
         return provenance(self.device)
 
-    def close(self, summary: dict) -> dict:
-        """Finish the W&B run with `summary`; returns what the record says about logging."""
-        self.tracker.finish(summary)
+    def close(self, record: dict) -> dict:
+        """Finish the W&B run with the record; returns what the record says about logging."""
+        self.tracker.finish(record)
         return self.tracker.info()
 
 
@@ -254,7 +283,8 @@ def training_arguments(cfg: DictConfig, device: str, rid: str, report_to: list[s
         max_grad_norm=t.max_grad_norm or 0.0,
         warmup_steps=t.warmup_ratio,
         lr_scheduler_type=t.lr_scheduler,
-        logging_steps=t.logging_steps,
+        # null: a ratio of the run's steps (transformers reads a value < 1 so), about 50 points a curve.
+        logging_steps=t.logging_steps or AUTO_LOGGING_RATIO,
         logging_nan_inf_filter=False,  # a NaN loss must reach DivergenceGuard, not be averaged away
         eval_strategy="steps" if t.eval_steps else "no",
         eval_steps=t.eval_steps,
@@ -273,9 +303,18 @@ def training_arguments(cfg: DictConfig, device: str, rid: str, report_to: list[s
         data_seed=cfg.seed,
         include_num_input_tokens_seen="non_padding",
         **distributed.training_arguments(cfg),
-        disable_tqdm=True,
+        disable_tqdm=not _single_run_on_a_terminal(),
         dataloader_num_workers=0,
     )
+
+
+def _single_run_on_a_terminal() -> bool:
+    """The Trainer's progress bar shows for one `lab-train` run at a terminal; a multirun prints a line
+    per job instead (hydra_plugins/lab_sweeps/progress.py), and the benchmark, not a Hydra app, none."""
+    try:
+        return HydraConfig.get().mode == RunMode.RUN and sys.stderr.isatty()
+    except ValueError:
+        return False
 
 
 def is_out_of_memory(err: BaseException) -> bool:

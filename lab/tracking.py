@@ -1,14 +1,48 @@
-"""Weights & Biases logging that can fail without costing the run its local record."""
+"""Weights & Biases logging that can fail without costing the run its local record.
+
+Each run's W&B run is its result record:
+- id: derived from the run id, opened with resume="allow", so a rerun of a killed job continues
+  its W&B run instead of adding a second one (`wandb_id`);
+- group: the sweep's name, or a stable hash of the sweep's overrides when it has none (`sweep_group`);
+- history: the Trainer's curve under `train/` (loss, learning rate, grad norm) and `eval/` (loss,
+  accuracy, macro-F1 when `trainer.eval_steps` is set);
+- summary: the record's fields (`summary_of`): `test/`, `validation/`, `train/` metrics, params,
+  memory, optimizer, checks, health, timing, provenance, notes;
+- artifact `result-<id>` (type `result`): the record as `result.json`, credentials redacted.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import glob
+import hashlib
+import json
 import logging
 import os
+import re
+import statistics
+import tempfile
 
 import wandb
-from omegaconf import DictConfig
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from lab.record import scrub_secrets
 
 log = logging.getLogger(__name__)
+
+# Record fields that go to the summary as they are (nested dicts read as `params.trainable`, ...).
+SUMMARY_FIELDS = ("run_id", "status", "error", "method", "rank", "model", "dataset", "seed", "health",
+                  "health_detail", "params", "memory", "optimizer", "checks", "timing", "distributed",
+                  "adapter_bytes_on_disk", "splits", "label_names", "precision", "compute_dtype", "provenance",
+                  "notes")
+# Record metrics whose W&B key is not `<split>/<name>`; `train/train_loss` is the Trainer's own name.
+METRIC_KEYS = {"train_loss": "train/train_loss", "first_logged_train_loss": "train/first_logged_loss",
+               "last_logged_train_loss": "train/last_logged_loss", "generation_samples": "test/generation_samples"}
+SPLITS = ("validation", "test")
+# Overrides that say where a sweep writes or logs, not what it runs: they stay out of its group's hash.
+NOT_THE_SWEEP = ("paths.", "logger.", "hydra.", "skip_finished", "+paths.", "+logger.")
 
 
 def wandb_mode(requested: str) -> str:
@@ -24,6 +58,87 @@ def wandb_mode(requested: str) -> str:
     return "offline"
 
 
+def wandb_id(run_id: str) -> str:
+    """The W&B run id of a run id: the same on every rerun. W&B ids take letters, digits, `-` and `_`
+    (64 at most here); a longer run id keeps its head and a hash of the whole."""
+    safe = re.sub(r"[^A-Za-z0-9_-]", "-", run_id)
+    if len(safe) <= 64:
+        return safe
+    return f"{safe[:53]}-{hashlib.sha256(run_id.encode()).hexdigest()[:10]}"
+
+
+def sweep_group(cfg: DictConfig) -> str | None:
+    """A multirun's W&B group: `sweep.name`, else `sweep-<hash of the command's overrides>` (the same
+    for a rerun of the same command, unlike the sweep folder's clock-time name); None for one run."""
+    try:
+        hc = HydraConfig.get()
+    except ValueError:
+        return None
+    if hc.mode != RunMode.MULTIRUN:
+        return None
+    name = OmegaConf.select(cfg, "sweep.name")
+    if name:
+        return str(name)
+    return "sweep-" + _overrides_hash(_sweep_overrides(hc.sweep.dir, list(hc.overrides.task)))
+
+
+def _sweep_overrides(sweep_dir: str, job_overrides: list[str]) -> list[str]:
+    """The command line's overrides as the sweeper saved them (multirun.yaml, written before any job
+    runs); the job's own overrides if that file is missing."""
+    try:
+        return list(OmegaConf.load(os.path.join(sweep_dir, "multirun.yaml")).hydra.overrides.task)
+    except (OSError, AttributeError):
+        return job_overrides
+
+
+def _overrides_hash(overrides: list[str]) -> str:
+    kept = sorted(o for o in overrides if not o.startswith(NOT_THE_SWEEP))
+    return hashlib.sha256(json.dumps(kept).encode()).hexdigest()[:8]
+
+
+def metric_key(name: str) -> str:
+    """`test_accuracy` -> `test/accuracy`: the record's metric names in W&B's namespaces."""
+    if name in METRIC_KEYS:
+        return METRIC_KEYS[name]
+    for split in SPLITS:
+        if name.startswith(split + "_"):
+            return f"{split}/{name[len(split) + 1:]}"
+    return f"metrics/{name}"
+
+
+def metric_name(key: str) -> str | None:
+    """The inverse of `metric_key`, None for keys that are no record metric (the Trainer's own)."""
+    inverse = {v: k for k, v in METRIC_KEYS.items()}
+    if key in inverse:
+        return inverse[key]
+    split, _, name = key.partition("/")
+    if split in SPLITS and name:
+        return f"{split}_{name}"
+    return name if split == "metrics" and name else None
+
+
+def summary_of(record: dict) -> dict:
+    """The W&B summary of a record: its fields, its metrics under their namespaces; the per-step
+    seconds as their median (the list stays in result.json); the curve is the history already."""
+    summary = {key: record[key] for key in SUMMARY_FIELDS if key in record}
+    summary.update({metric_key(k): v for k, v in (record.get("metrics") or {}).items()})
+    timing = dict(summary.get("timing") or {})
+    steps = timing.pop("step_seconds", None)
+    if steps:
+        timing["step_seconds_median"] = statistics.median(steps)
+    if timing:
+        summary["timing"] = timing
+    return scrub_secrets(summary)
+
+
+def record_from_summary(summary: dict) -> dict:
+    """The record's fields back from a summary `summary_of` wrote (analysis reads runs this way)."""
+    record = {key: summary[key] for key in SUMMARY_FIELDS if key in summary}
+    record["metrics"] = {name: value for key, value in summary.items()
+                         if (name := metric_name(key)) and isinstance(value, (int, float))}
+    return record
+
+
 class Tracker:
     """Opens one W&B run per job and always closes it, so multirun jobs never merge."""
 
@@ -32,15 +147,19 @@ class Tracker:
         self.error = None
         self.mode = None
         self.run_path = None
+        self.group = None
         if cfg.logger.name != "wandb":
             return
         try:
             self.mode = wandb_mode(cfg.logger.mode)
             rank = "" if cfg.rank is None else f"-r{cfg.rank}"
+            run, self.group = wandb_id(run_id), cfg.logger.group or group or run_id
+            if self.mode == "offline":
+                supersede_offline_runs(run)
             self.run = wandb.init(
                 project=cfg.logger.project, entity=cfg.logger.entity, mode=self.mode,
                 name=f"{cfg.method.name}{rank}-{cfg.model.name}-{cfg.dataset.name}-s{cfg.seed}",
-                group=cfg.logger.group or group or run_id, id=None,
+                group=self.group, id=run, resume="allow",
                 tags=[str(cfg.method.name), cfg.model.name, cfg.dataset.name, *cfg.logger.tags],
                 config=config, reinit="finish_previous", settings=wandb.Settings(silent=True),
             )
@@ -53,11 +172,14 @@ class Tracker:
     def report_to(self) -> list[str]:
         return ["wandb"] if self.run is not None else []
 
-    def finish(self, summary: dict) -> None:
+    def finish(self, record: dict) -> None:
+        """The record into the summary and as the `result.json` artifact, then close the run."""
         if self.run is None:
             return
         try:
-            self.run.summary.update(summary)
+            self.run.summary.update(summary_of(record))
+            if record.get("run_id"):
+                self.log_record(record)
         except Exception as err:
             self.error = f"wandb summary failed: {type(err).__name__}: {err}"
             log.warning(self.error)
@@ -68,7 +190,31 @@ class Tracker:
                 self.error = f"wandb.finish failed: {type(err).__name__}: {err}"
             self.run = None
 
+    def log_record(self, record: dict) -> None:
+        artifact = wandb.Artifact(f"result-{self.run.id}", type="result",
+                                  metadata={"run_id": record["run_id"], "status": record.get("status")})
+        with tempfile.TemporaryDirectory(prefix="lab-record-") as folder:
+            path = os.path.join(folder, "result.json")
+            with open(path, "w") as f:
+                json.dump(scrub_secrets(record), f, indent=2, default=str)
+            # add_file copies the file into W&B's staging area (policy "mutable"): the folder may go.
+            artifact.add_file(path, name="result.json")
+            self.run.log_artifact(artifact)
+
     def info(self) -> dict:
         return {"logger": "wandb" if self.mode else "none", "mode": self.mode,
-                "run_path": self.run_path,
+                "run_path": self.run_path, "group": self.group,
                 "error": self.error}
+
+
+def supersede_offline_runs(run: str) -> list[str]:
+    """Rename earlier offline folders of this W&B id (a killed or retrained attempt) so that
+    `wandb sync wandb/offline-run-*` uploads only the latest attempt: one W&B run per run id."""
+    wandb_dir = wandb.Settings().wandb_dir
+    moved = []
+    for folder in sorted(glob.glob(os.path.join(wandb_dir, f"offline-run-*-{glob.escape(run)}"))):
+        target = os.path.join(wandb_dir, "superseded-" + os.path.basename(folder))
+        with contextlib.suppress(OSError):
+            os.replace(folder, target)
+            moved.append(target)
+    return moved

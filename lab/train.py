@@ -52,7 +52,7 @@ def run(cfg: DictConfig) -> dict:
     check_results_writable(cfg.paths.results)
     launched = distributed.launch(cfg)
     # torch, transformers and peft take seconds to import: a config error and --help answer before them.
-    from lab import recipe
+    from lab import recipe, tracking
 
     device = recipe.resolve_device(cfg.device)
     distributed.init(launched, device, cfg.distributed.backend)
@@ -81,7 +81,8 @@ def run(cfg: DictConfig) -> dict:
             return existing
         if existing is None and os.path.exists(path):
             log.warning("unreadable record at %s (corrupt or from an older version): rerunning", path)
-        return run_and_record(recipe.FineTune(cfg, device, rid, launched, group=_sweep_group()), path, started)
+        return run_and_record(recipe.FineTune(cfg, device, rid, launched, group=tracking.sweep_group(cfg)), path,
+                              started)
 
 
 def run_and_record(job, path: str, started: float) -> dict:
@@ -109,11 +110,10 @@ def run_and_record(job, path: str, started: float) -> dict:
         job.close({})
         return record
     write_traceback(os.path.join(os.path.dirname(path), "traceback.txt"), failure)
-    record["logging"] = job.close({"status": record["status"], "health": record.get("health"),
-                                   **record.get("metrics", {})})
     record["timing"] = {**record.get("timing", {}), "wall_seconds": round(time.time() - started, 3)}
     record["provenance"] = job.provenance()
     record["config"] = job.config
+    record["logging"] = job.close(record)  # the whole record goes to W&B: summary and result.json
     rec.write_json_atomic(path, record)
     print(summary(record, path))
     return record
@@ -127,14 +127,6 @@ def write_traceback(path: str, failure: str | None) -> None:
             f.write(failure)
     elif os.path.exists(path):
         os.unlink(path)
-
-
-def _sweep_group() -> str | None:
-    try:
-        hc = HydraConfig.get()
-    except ValueError:
-        return None
-    return os.path.basename(os.path.dirname(hc.runtime.output_dir)) if hc.mode == RunMode.MULTIRUN else None
 
 
 def _in_multirun() -> bool:

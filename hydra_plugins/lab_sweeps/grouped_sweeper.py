@@ -103,6 +103,8 @@ class GroupedSweeper(BasicSweeper):
         self.total += len(jobs)
         self.overrides = list(self.split_overrides_to_chunks(jobs, self.max_batch_size))
         self.batch_index = 0
+        # The total first: the progress lines (progress.py) read it while the first batch runs.
+        write_summary(self.sweep_dir, self.outcomes, total=self.total, grid_jobs=self.grid_jobs)
         while not self.is_done():
             batch = self.get_job_batch()
             self.validate_batch_is_legal(batch)
