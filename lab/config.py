@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from lab.errors import ConfigError
-from lab.paths import CONF_DIR, default_cache_dir
+from lab.paths import CONF_DIR, default_cache_dir, slug
 
 __all__ = ["ConfigError", "compose", "validate", "check_results_writable"]
 
@@ -72,6 +72,9 @@ if not OmegaConf.has_resolver("lora_alpha"):
         else HELD_ALPHA if scaling in Scaling.__members__ else None)
 if not OmegaConf.has_resolver("lab_cache"):
     OmegaConf.register_new_resolver("lab_cache", default_cache_dir)
+if not OmegaConf.has_resolver("lab_slug"):
+    # A name inside a folder path (a sweep folder named after its dataset) follows the run id's rule.
+    OmegaConf.register_new_resolver("lab_slug", slug)
 if not OmegaConf.has_resolver("lab_file_stem"):
     # A task read from a file is named after it (reviews.csv -> reviews), so two tasks never share a run
     # id, a sweep folder or a table cell; dataset.name=... still names it.
@@ -219,7 +222,7 @@ def validate(cfg: DictConfig) -> DictConfig:
     if OmegaConf.select(cfg, "method.name") != "full" and "rank" in cfg:
         _positive_int("rank", cfg.rank)
     merged = _merge_onto_schema(cfg)
-    for check in (_check_method, _check_adapter, _check_task, _check_trainer, _check_distributed):
+    for check in (_check_names, _check_method, _check_adapter, _check_task, _check_trainer, _check_distributed):
         check(merged)
     _positive_int("seed", merged.seed, minimum=0)
     return merged
@@ -246,6 +249,14 @@ def _positive_int(key: str, value: Any, minimum: int = 1) -> None:
 def _positive_finite(key: str, value: Any) -> None:
     if not (value > 0 and math.isfinite(value)):
         raise ConfigError(key, value, "a finite number > 0")
+
+
+def _check_names(merged: DictConfig) -> None:
+    """Names enter run ids and folders through lab.paths.slug; a control character is never meant."""
+    for key in ("model.name", "dataset.name"):
+        name = OmegaConf.select(merged, key)
+        if not name or any(ord(ch) < 32 or ord(ch) == 127 for ch in name):
+            raise ConfigError(key, name, "a non-empty name without control characters (NUL, newline, tab)")
 
 
 def _check_method(merged: DictConfig) -> None:

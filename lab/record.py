@@ -17,6 +17,8 @@ import tempfile
 
 from omegaconf import DictConfig, OmegaConf
 
+from lab.paths import slug
+
 SCHEMA = 1
 STATUSES = ("ok", "failed", "oom", "diverged")
 # Trainer settings that change how a run is observed or saved, not what it learns.
@@ -55,10 +57,15 @@ def semantic_config(cfg: DictConfig) -> dict:
 def run_id(cfg: DictConfig) -> str:
     digest = hashlib.sha256(json.dumps(semantic_config(cfg), sort_keys=True).encode()).hexdigest()[:10]
     rank = "" if cfg.rank is None else f"-r{cfg.rank}"
-    return f"{cfg.method.name}{rank}-{cfg.model.name}-{cfg.dataset.name}-s{cfg.seed}-{digest}"
+    return f"{cfg.method.name}{rank}-{slug(cfg.model.name)}-{slug(cfg.dataset.name)}-s{cfg.seed}-{digest}"
 
 
 def record_path(results_dir: str, rid: str) -> str:
+    """`<results>/<rid>/result.json`; refuses any run id that would put it outside `results_dir`."""
+    root = os.path.realpath(results_dir)
+    folder = os.path.realpath(os.path.join(root, rid))
+    if os.path.dirname(folder) != root or os.path.basename(folder) != rid:
+        raise ValueError(f"run id {rid!r} is not one folder name inside {results_dir}")
     return os.path.join(results_dir, rid, "result.json")
 
 

@@ -1,0 +1,70 @@
+"""Issue 14: bad input and faults, as a new user or an attacker would try them, on tiny runs."""
+
+import json
+import os
+
+import pytest
+from omegaconf import OmegaConf
+
+from conftest import compose_run
+from lab import record as rec
+from lab.config import ConfigError, validate
+from lab.paths import SLUG_MAX, slug
+from lab.train import run
+
+# A few steps on a few rows: these tests need records and exit codes, not accuracy.
+BASE = ["model=tiny-bert", "dataset=synthetic-cls", "trainer.max_steps=5", "logger=none", "rank=2",
+        "dataset.sizes.train=64", "dataset.sizes.validation=16", "dataset.sizes.test=16", "trainer.batch_size=16"]
+
+
+def files_under(folder) -> list[str]:
+    return sorted(str(p) for p in folder.rglob("*") if p.is_file())
+
+
+# ---- names that enter a path ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name,expected", [
+    ("movie-sentences", "movie-sentences"),
+    ("smollm2-135m", "smollm2-135m"),
+    ("org/data", "org_data"),
+    ("..", "_"),
+    ("../../x", "_.._x"),
+    ("x/../../../escaped", "x_.._.._.._escaped"),
+    ("my data (v2)", "my_data_v2_"),
+    ("données-é", "donn_es-_"),
+])
+def test_the_one_slug_rule(name, expected):
+    assert slug(name) == expected
+
+
+def test_a_300_byte_name_gives_a_bounded_folder_name():
+    cfg = validate(compose_run([*BASE, "dataset.name='" + "é" * 150 + "'"]))
+    rid = rec.run_id(cfg)
+    assert len(rid.encode()) < 255 and "/" not in rid
+    assert len(slug("é" * 150 + "x" * 300)) <= SLUG_MAX
+
+
+@pytest.mark.parametrize("name", ["a\x00b", "a\nb", ""])
+def test_names_with_control_characters_are_rejected(name):
+    cfg = compose_run(BASE)
+    OmegaConf.update(cfg, "dataset.name", name)
+    with pytest.raises(ConfigError) as err:
+        validate(cfg)
+    assert err.value.key == "dataset.name"
+
+
+def test_no_run_id_can_leave_the_results_folder(tmp_path):
+    for rid in ("..", "a/../../b", "/etc", "."):
+        with pytest.raises(ValueError, match="not one folder name"):
+            rec.record_path(str(tmp_path), rid)
+
+
+@pytest.mark.parametrize("name", ["x/../../../escaped", "org/data", "ü" * 120])
+def test_a_hostile_name_stays_inside_results_and_the_record_keeps_it(tmp_path, name):
+    results = tmp_path / "out" / "results"
+    record = run(compose_run([*BASE, f"dataset.name='{name}'"], results=results))
+    assert record["status"] == "ok" and record["dataset"] == name
+    written = files_under(tmp_path)
+    assert written and all(path.startswith(str(results) + os.sep) for path in written)
+    [stored] = results.glob("*/result.json")  # one level: the analysis finds it
+    assert json.loads(stored.read_text())["config"]["dataset"]["name"] == name
