@@ -5,9 +5,11 @@
     lab-train -m method=lora,qlora rank=1,4,16  # a sweep (Hydra multirun)
 
 A job never raises into Hydra: a failure is recorded (`failed` / `oom` / `diverged`) and the
-launcher goes on with the next job. An invalid config fails before any model is built. A run of
-several processes (lab.distributed) is recorded by rank 0; a process whose run fails exits with status
-1 after the record is written, so that the launcher stops the others.
+launcher goes on with the next job. An invalid config fails before any model is built. A single run
+exits with EXIT_CODES[status] once its record is written, so a script or a SLURM array can tell a
+failure from success; a job of a sweep returns its record instead and the sweep goes on. Every
+process of a multi-process run (lab.distributed) whose run fails exits the same way, so that the
+launcher stops the others.
 """
 
 from __future__ import annotations
@@ -29,6 +31,9 @@ from lab.config import ConfigError, check_results_writable, validate
 from lab.paths import CONF_DIR
 
 log = logging.getLogger("lab")
+# The exit status of `lab-train` for one run (README, "Exit codes"): 0 for ok and for a run skipped
+# as finished or held by another worker.
+EXIT_CODES = {"failed": 1, "invalid-config": 2, "oom": 3, "diverged": 4}
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
@@ -38,10 +43,13 @@ def main(cfg: DictConfig) -> dict | None:
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         if not _in_multirun():
-            sys.exit(2)
+            sys.exit(EXIT_CODES["invalid-config"])
         return None  # a sweep goes on with its other jobs
-    if record.get("status") in ("failed", "oom", "diverged") and int(os.environ.get("WORLD_SIZE", 1)) > 1:
-        sys.exit(1)  # the launcher then stops the other processes, which would wait for this one forever
+    code = EXIT_CODES.get(record.get("status"), 0)
+    # In a sweep the record goes back to the sweeper, which goes on and names the failed jobs; a
+    # multi-process run exits even then, or the other processes would wait for this one forever.
+    if code and (not _in_multirun() or int(os.environ.get("WORLD_SIZE", 1)) > 1):
+        sys.exit(code)
     return record
 
 

@@ -2,12 +2,15 @@
 
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 from omegaconf import OmegaConf
 
-from conftest import compose_run
+from conftest import ROOT, compose_run
 from lab import record as rec
+from lab import train
 from lab.config import ConfigError, validate
 from lab.paths import SLUG_MAX, slug
 from lab.train import run
@@ -68,3 +71,30 @@ def test_a_hostile_name_stays_inside_results_and_the_record_keeps_it(tmp_path, n
     assert written and all(path.startswith(str(results) + os.sep) for path in written)
     [stored] = results.glob("*/result.json")  # one level: the analysis finds it
     assert json.loads(stored.read_text())["config"]["dataset"]["name"] == name
+
+
+# ---- failures exit non-zero -------------------------------------------------------------------------
+
+def _cli(*args, **kwargs):
+    return subprocess.run([sys.executable, "-m", "lab", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600, **kwargs)
+
+
+@pytest.mark.parametrize("status,code", [("ok", None), ("finished-earlier", None), ("running-elsewhere", None),
+                                         ("failed", 1), ("oom", 3), ("diverged", 4)])
+def test_a_single_run_exits_with_its_status_code(monkeypatch, status, code):
+    monkeypatch.setattr(train, "run", lambda cfg: {"run_id": "x", "status": status})
+    if code is None:
+        assert train.main(compose_run(BASE))["status"] == status
+    else:
+        with pytest.raises(SystemExit) as exited:
+            train.main(compose_run(BASE))
+        assert exited.value.code == code == train.EXIT_CODES[status]
+
+
+def test_a_diverged_run_exits_4_from_the_command_line(tmp_path):
+    proc = _cli(*[o for o in BASE if o != "rank=2"], "method=full", "method.learning_rate=1e30",
+                "trainer.max_steps=30", "trainer.logging_steps=1", f"paths.results={tmp_path}")
+    assert proc.returncode == 4, proc.stderr[-2000:]
+    [stored] = tmp_path.glob("*/result.json")
+    assert json.loads(stored.read_text())["status"] == "diverged"
