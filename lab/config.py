@@ -56,12 +56,22 @@ LoraBias = _choices("LoraBias", "none all lora_only")
 Logger = _choices("Logger", "wandb none")
 # Trainer `optim` names; auto: paged_adamw_32bit for QLoRA (as the QLoRA paper), adamw_torch otherwise.
 Optimizer = _choices("Optimizer", "auto adamw_torch paged_adamw_32bit paged_adamw_8bit adamw_8bit")
+# transformers' SchedulerType values (tests/test_bad_input.py holds the two lists equal): named here so
+# that a typo fails before torch is imported.
+LrScheduler = _choices("LrScheduler", "linear cosine cosine_with_restarts polynomial constant constant_with_warmup "
+                       "inverse_sqrt reduce_lr_on_plateau cosine_with_min_lr cosine_warmup_with_min_lr "
+                       "warmup_stable_decay greedy")
 DistributedMode = _choices("DistributedMode", "none ddp fsdp")
 DdpBackend = _choices("DdpBackend", "nccl gloo")
 
 # The alpha that `fixed` and `rslora` hold across ranks unless method.alpha is set.
 HELD_ALPHA = 16
 SPLITS = ("train", "validation", "test")
+# numpy's and torch's seeds are unsigned 32-bit integers.
+MAX_SEED = 2**32 - 1
+# Synthetic rows hide 3 keywords among filler (cls); an LM row needs a token and its successor.
+MIN_SYNTHETIC_LENGTH = {"cls": 3, "lm": 2}
+MAX_SYNTHETIC_LABELS = 10  # synthetic-cls gives each class 5 of its 50 keyword tokens
 BNB_OPTIMIZERS = ("paged_adamw_32bit", "paged_adamw_8bit", "adamw_8bit")
 
 # Resolvers used by the YAML (`alpha: ${lora_alpha:${method.scaling},${rank}}`); registered once per process.
@@ -153,7 +163,7 @@ class TrainerSchema:
     weight_decay: float = 0.0
     warmup_ratio: float = 0.0
     max_grad_norm: Optional[float] = 1.0
-    lr_scheduler: str = "linear"
+    lr_scheduler: LrScheduler = LrScheduler.linear
     eval_steps: Optional[int] = None
     logging_steps: int = 10
     gradient_checkpointing: bool = False
@@ -225,6 +235,8 @@ def validate(cfg: DictConfig) -> DictConfig:
     for check in (_check_names, _check_method, _check_adapter, _check_task, _check_trainer, _check_distributed):
         check(merged)
     _positive_int("seed", merged.seed, minimum=0)
+    if merged.seed > MAX_SEED:
+        raise ConfigError("seed", merged.seed, f"an integer in [0, {MAX_SEED}] (2**32 - 1)")
     return merged
 
 
@@ -322,6 +334,20 @@ def _check_task(merged: DictConfig) -> None:
         if split == "train" and data.source != "synthetic" and size is None:
             continue
         _positive_int(f"dataset.sizes.{split}", size)
+    _check_labels(data)
+
+
+def _check_labels(data: DictConfig) -> None:
+    """A classification task has at least two classes; synthetic rows have room for their keywords."""
+    if data.task == "cls" and data.num_labels is not None:
+        top = MAX_SYNTHETIC_LABELS if data.source == "synthetic" else None
+        if isinstance(data.num_labels, bool) or data.num_labels < 2 or (top and data.num_labels > top):
+            raise ConfigError("dataset.num_labels", data.num_labels,
+                              f"an integer in [2, {top}] for synthetic data" if top else "an integer >= 2")
+    if data.task == "cls" and data.labels is not None and len(set(map(str, data.labels))) < 2:
+        raise ConfigError("dataset.labels", list(data.labels), "a list of at least two distinct labels")
+    if data.source == "synthetic":
+        _positive_int("dataset.length", data.length, minimum=MIN_SYNTHETIC_LENGTH[data.task])
 
 
 def _check_trainer(merged: DictConfig) -> None:
@@ -335,9 +361,16 @@ def _check_trainer(merged: DictConfig) -> None:
     _positive_finite("trainer.learning_rate", trainer.learning_rate)
     if trainer.max_grad_norm is not None and not (trainer.max_grad_norm > 0 and math.isfinite(trainer.max_grad_norm)):
         raise ConfigError("trainer.max_grad_norm", trainer.max_grad_norm, "a finite number > 0, or null for no clipping")
+    _positive_int("trainer.logging_steps", trainer.logging_steps)
     for key in ("eval_steps", "save_steps", "threads"):
         if trainer[key] is not None:
             _positive_int(f"trainer.{key}", trainer[key])
+    # transformers 5 reads a warm-up below 1 as a share of the steps and 1 or more as a step count:
+    # a ratio must stay below 1 to mean what its name says.
+    if not 0 <= trainer.warmup_ratio < 1:
+        raise ConfigError("trainer.warmup_ratio", trainer.warmup_ratio, "a share of the training steps in [0, 1)")
+    if not (trainer.weight_decay >= 0 and math.isfinite(trainer.weight_decay)):
+        raise ConfigError("trainer.weight_decay", trainer.weight_decay, "a finite number >= 0")
 
 
 def _check_distributed(merged: DictConfig) -> None:

@@ -105,7 +105,10 @@ def load_model(path: str, mcfg: DictConfig, dtype: torch.dtype, quantization_con
         kwargs["device_map"] = {"": device if device == "cpu" else torch.cuda.current_device()}
     try:
         if mcfg.task == "cls":
-            model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=num_labels, **kwargs)
+            # A tiny model's cached head is 2-way and random: a task with more classes gets a fresh head
+            # of its size rather than a size-mismatch error (any other checkpoint keeps its head's check).
+            model = AutoModelForSequenceClassification.from_pretrained(
+                path, num_labels=num_labels, ignore_mismatched_sizes=mcfg.source == "tiny", **kwargs)
         else:
             model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     except OSError as err:

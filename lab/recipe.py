@@ -252,6 +252,8 @@ def training_arguments(cfg: DictConfig, device: str, rid: str, report_to: list[s
         weight_decay=t.weight_decay,
         # transformers clips only when max_grad_norm > 0; 0 is its spelling of "off".
         max_grad_norm=t.max_grad_norm or 0.0,
+        # transformers 5 has no warmup_ratio: a warmup_steps below 1 is the share of the steps, and
+        # lab.config holds trainer.warmup_ratio in [0, 1).
         warmup_steps=t.warmup_ratio,
         lr_scheduler_type=t.lr_scheduler,
         logging_steps=t.logging_steps,

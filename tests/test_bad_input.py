@@ -98,3 +98,57 @@ def test_a_diverged_run_exits_4_from_the_command_line(tmp_path):
     assert proc.returncode == 4, proc.stderr[-2000:]
     [stored] = tmp_path.glob("*/result.json")
     assert json.loads(stored.read_text())["status"] == "diverged"
+
+
+# ---- config errors found before any model is built -----------------------------------------------------
+
+@pytest.mark.parametrize("override,key", [
+    ("seed=4294967296", "seed"),
+    ("seed=-1", "seed"),
+    ("trainer.lr_scheduler=bogus", "trainer.lr_scheduler"),
+    ("trainer.logging_steps=0", "trainer.logging_steps"),
+    ("trainer.eval_steps=0", "trainer.eval_steps"),
+    ("trainer.warmup_ratio=-0.5", "trainer.warmup_ratio"),
+    ("trainer.warmup_ratio=1", "trainer.warmup_ratio"),
+    ("trainer.warmup_ratio=5", "trainer.warmup_ratio"),
+    ("trainer.weight_decay=-10", "trainer.weight_decay"),
+    ("dataset.length=2", "dataset.length"),
+    ("dataset.num_labels=1", "dataset.num_labels"),
+    ("dataset.num_labels=11", "dataset.num_labels"),
+])
+def test_each_bad_value_names_key_value_and_allowed(override, key):
+    with pytest.raises(ConfigError) as err:
+        validate(compose_run([*BASE, override]))
+    assert err.value.key == key and "allowed:" in str(err.value)
+
+
+def test_the_scheduler_names_are_transformers_own():
+    from transformers.trainer_utils import SchedulerType
+
+    from lab.config import LrScheduler
+
+    assert {s.value for s in LrScheduler} == {s.value for s in SchedulerType}
+
+
+@pytest.mark.parametrize("override", ["seed=4294967296", "trainer.lr_scheduler=bogus", "trainer.logging_steps=0",
+                                      "trainer.warmup_ratio=-0.5", "dataset.length=2"])
+def test_the_command_line_answers_in_one_line_with_exit_2_and_writes_nothing(tmp_path, override):
+    proc = _cli(*BASE, override, f"paths.results={tmp_path}")
+    assert proc.returncode == 2, proc.stderr[-1500:]
+    assert override.partition("=")[0] in proc.stderr and "Traceback" not in proc.stderr
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_warmup_ratio_is_a_share_of_the_steps(tmp_path):
+    record = run(compose_run([*BASE, "trainer.warmup_ratio=0.5", "trainer.max_steps=10", "trainer.logging_steps=1",
+                              "method.learning_rate=1e-3", "trainer.learning_rate=1e-3"], results=tmp_path))
+    rates = [point["learning_rate"] for point in record["curve"] if "learning_rate" in point]
+    # Linear warm-up over 5 of 10 steps: the rate climbs for the first half, then falls.
+    assert rates.index(max(rates)) in (3, 4, 5), rates
+
+
+@pytest.mark.parametrize("labels", [3, 10])
+def test_tiny_bert_trains_any_number_of_synthetic_classes(tmp_path, labels):
+    record = run(compose_run([*BASE, f"dataset.num_labels={labels}"], results=tmp_path))
+    assert record["status"] == "ok", record.get("error")
+    assert len(record["label_names"]) == labels
