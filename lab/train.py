@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import sys
 import time
 import traceback
@@ -89,7 +90,21 @@ def run(cfg: DictConfig) -> dict:
             return existing
         if existing is None and os.path.exists(path):
             log.warning("unreadable record at %s (corrupt or from an older version): rerunning", path)
-        return run_and_record(recipe.FineTune(cfg, device, rid, launched, group=_sweep_group()), path, started)
+        try:
+            return run_and_record(recipe.FineTune(cfg, device, rid, launched, group=_sweep_group()), path, started)
+        except ConfigError:
+            remove_if_unused(os.path.dirname(path))
+            raise
+
+
+def remove_if_unused(folder: str) -> None:
+    """Remove a run folder that holds only its lock (and empty folders): an input error found after
+    the lock (a CSV's labels, a missing file) trained nothing, and the analysis would call the empty
+    folder a killed run."""
+    for root, dirs, files in os.walk(folder, topdown=False):
+        if any(name != ".lock" or root != folder for name in files):
+            return
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def run_and_record(job, path: str, started: float) -> dict:

@@ -152,3 +152,42 @@ def test_tiny_bert_trains_any_number_of_synthetic_classes(tmp_path, labels):
     record = run(compose_run([*BASE, f"dataset.num_labels={labels}"], results=tmp_path))
     assert record["status"] == "ok", record.get("error")
     assert len(record["label_names"]) == labels
+
+
+# ---- a CSV file's labels, encoding and cells ---------------------------------------------------------
+
+HEADER = b"text,label\n"
+
+
+def _csv(folder, name: str, body: bytes):
+    path = folder / name
+    path.write_bytes(HEADER + body)
+    return path
+
+
+def _rows(labels) -> bytes:
+    return b"".join(f"sentence number {i},{label}\n".encode() for i, label in enumerate(labels))
+
+
+CSV_CASES = {
+    "single-class": (_rows(["pos"] * 30), "dataset.columns.label='label'", "at least 2 distinct labels"),
+    "one-two-forms": (_rows(["1", "1.0", "0"] * 10), "dataset.columns.label='1, 1.0'", "one spelling per label"),
+    # "café" in Latin-1 on line 12 (after the header and 10 rows): its é is the byte named.
+    "latin-1": (_rows(["a", "b"] * 5) + "caf\xe9 au lait,a\n".encode("latin-1"), "dataset.path=",
+                f"byte offset {len(HEADER + _rows(['a', 'b'] * 5)) + 3} (0xe9, line 12) is not UTF-8"),
+    "huge-cell": (_rows(["a", "b"] * 5) + b"x" * (200 * 1024) + b",a\n", "dataset.path=", "data row 11"),
+}
+
+
+@pytest.mark.parametrize("case", CSV_CASES)
+def test_a_bad_csv_exits_2_naming_what_is_wrong_and_leaves_no_folder(tmp_path, case):
+    body, key, detail = CSV_CASES[case]
+    path = _csv(tmp_path, f"{case}.csv", body)
+    results = tmp_path / "results"
+    proc = _cli("model=tiny-bert", "dataset=csv", f"dataset.path={path}", "logger=none", "trainer.max_steps=2",
+                f"paths.results={results}")
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    [line] = [x for x in proc.stderr.splitlines() if x.startswith("error:")]
+    assert key in line and detail in line and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    # Found after the run's lock was taken: its folder is removed, not left for the analysis to call killed.
+    assert not results.exists() or not list(results.iterdir())
