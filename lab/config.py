@@ -180,6 +180,9 @@ class LoggerSchema:
     mode: str = "auto"
     group: Optional[str] = None
     tags: list = field(default_factory=list)
+    # Seconds wandb.init may take (W&B's own default is 90): with a key but no network, a job waits
+    # this long, then trains without W&B and notes why under the record's `logging.error`.
+    init_timeout: float = 15.0
 
 
 @dataclass

@@ -49,9 +49,10 @@ def slug(name) -> str:
 
     ASCII letters, digits and `. _ + -` are kept; every run of other characters (`/`, spaces,
     non-ASCII) becomes one `_`; leading dots are dropped (so no slug is `..` or a hidden folder) and
-    the slug is cut at SLUG_MAX characters, so a run id stays well under the 255 bytes of a file name. Ordinary names (tiny-bert, movie-sentences,
-    smollm2-135m) are their own slug, so their run ids never moved. Two names with the same slug still
-    get two run ids: the id's hash covers the real name, which the record keeps.
+    the slug is cut at SLUG_MAX characters, so a run id stays well under the 255 bytes of a file name.
+    Ordinary names (tiny-bert, movie-sentences, smollm2-135m) are their own slug, so their run ids never
+    moved. Two names with the same slug still get two run ids: the id's hash covers the real name,
+    which the record keeps.
     """
     text = _UNSAFE.sub("_", str(name)).lstrip(".")[:SLUG_MAX]
     return text or "_"

@@ -117,10 +117,33 @@ def write_json_atomic(path: str, payload: dict) -> None:
         raise
 
 
+# `key=value` as Hydra writes overrides (overrides.yaml, hydra.yaml's task list and override_dirname).
+_OVERRIDE = re.compile(r"(?P<key>[+~]{0,2}[\w.\-/@]+)=(?P<value>[^,]*)")
+REDACTED = "<redacted>"
+
+
+def scrub_overrides(text: str) -> str:
+    """Redact the value of every `key=value` override whose last key part names a credential."""
+    def redact(match):
+        key = match["key"].rsplit(".", 1)[-1]
+        return f"{match['key']}={REDACTED}" if SECRET_KEY.search(key) else match[0]
+    return _OVERRIDE.sub(redact, text)
+
+
+def scrub_hydra(value):
+    """scrub_secrets, and the overrides inside strings: for what Hydra writes (.hydra/*.yaml, argv)."""
+    value = scrub_secrets(value)
+    if isinstance(value, dict):
+        return {k: scrub_hydra(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [scrub_hydra(v) for v in value]
+    return scrub_overrides(value) if isinstance(value, str) else value
+
+
 def scrub_secrets(value):
     """Drop values whose key names a credential, at any depth."""
     if isinstance(value, dict):
-        return {k: ("<redacted>" if SECRET_KEY.search(str(k)) and v is not None else scrub_secrets(v))
+        return {k: (REDACTED if SECRET_KEY.search(str(k)) and v is not None else scrub_secrets(v))
                 for k, v in value.items()}
     if isinstance(value, list):
         return [scrub_secrets(v) for v in value]

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import sys
 
 import wandb
 from omegaconf import DictConfig
+
+from lab.record import scrub_overrides
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +28,18 @@ def wandb_mode(requested: str) -> str:
     return "offline"
 
 
+@contextlib.contextmanager
+def redacted_argv():
+    """W&B records the command line (its run's `args`, uploaded on sync): it reads sys.argv during
+    init, so a token given as an override is redacted there for that while."""
+    saved = sys.argv
+    sys.argv = [scrub_overrides(arg) for arg in saved]
+    try:
+        yield
+    finally:
+        sys.argv = saved
+
+
 class Tracker:
     """Opens one W&B run per job and always closes it, so multirun jobs never merge."""
 
@@ -37,13 +53,15 @@ class Tracker:
         try:
             self.mode = wandb_mode(cfg.logger.mode)
             rank = "" if cfg.rank is None else f"-r{cfg.rank}"
-            self.run = wandb.init(
-                project=cfg.logger.project, entity=cfg.logger.entity, mode=self.mode,
-                name=f"{cfg.method.name}{rank}-{cfg.model.name}-{cfg.dataset.name}-s{cfg.seed}",
-                group=cfg.logger.group or group or run_id, id=None,
-                tags=[str(cfg.method.name), cfg.model.name, cfg.dataset.name, *cfg.logger.tags],
-                config=config, reinit="finish_previous", settings=wandb.Settings(silent=True),
-            )
+            with redacted_argv():
+                self.run = wandb.init(
+                    project=cfg.logger.project, entity=cfg.logger.entity, mode=self.mode,
+                    name=f"{cfg.method.name}{rank}-{cfg.model.name}-{cfg.dataset.name}-s{cfg.seed}",
+                    group=cfg.logger.group or group or run_id, id=None,
+                    tags=[str(cfg.method.name), cfg.model.name, cfg.dataset.name, *cfg.logger.tags],
+                    config=config, reinit="finish_previous",
+                    settings=wandb.Settings(silent=True, init_timeout=cfg.logger.init_timeout),
+                )
             self.run_path = self.run.path
         except Exception as err:  # W&B down, bad key, no network: keep training, note it.
             self.error = f"wandb.init failed: {type(err).__name__}: {err}"

@@ -14,6 +14,7 @@ launcher stops the others.
 
 from __future__ import annotations
 
+import glob
 import logging
 import os
 import shutil
@@ -24,7 +25,7 @@ import traceback
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from lab import distributed
 from lab import record as rec
@@ -39,6 +40,7 @@ EXIT_CODES = {"failed": 1, "invalid-config": 2, "oom": 3, "diverged": 4}
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
 def main(cfg: DictConfig) -> dict | None:
+    redact_hydra_files()
     try:
         record = run(cfg)
     except ConfigError as err:
@@ -52,6 +54,23 @@ def main(cfg: DictConfig) -> dict | None:
     if code and (not _in_multirun() or int(os.environ.get("WORLD_SIZE", 1)) > 1):
         sys.exit(code)
     return record
+
+
+def redact_hydra_files() -> None:
+    """Hydra saved the job's config and overrides (`.hydra/*.yaml`) before calling the app: a token
+    given on the command line is redacted there as in the record (lab.record.scrub_hydra)."""
+    try:
+        hc = HydraConfig.get()
+    except ValueError:
+        return  # called without Hydra (tests, the benchmark): nothing was saved
+    if not hc.output_subdir:
+        return
+    folder = os.path.join(hc.runtime.output_dir, hc.output_subdir)
+    for path in glob.glob(os.path.join(folder, "*.yaml")):
+        saved = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+        scrubbed = rec.scrub_hydra(saved)
+        if scrubbed != saved:
+            OmegaConf.save(OmegaConf.create(scrubbed), path)
 
 
 def run(cfg: DictConfig) -> dict:

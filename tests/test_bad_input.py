@@ -191,3 +191,34 @@ def test_a_bad_csv_exits_2_naming_what_is_wrong_and_leaves_no_folder(tmp_path, c
     assert key in line and detail in line and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     # Found after the run's lock was taken: its folder is removed, not left for the analysis to call killed.
     assert not results.exists() or not list(results.iterdir())
+
+
+# ---- a token on the command line ----------------------------------------------------------------------
+
+TOKEN = "hf_labTestToken0123456789abcdefABCDEF"
+
+
+def _assert_nowhere(folder, secret: str) -> int:
+    files = [p for p in folder.rglob("*") if p.is_file()]
+    for path in files:
+        assert secret.encode() not in path.read_bytes(), path
+    return len(files)
+
+
+@pytest.mark.parametrize("sweep", [False, True], ids=["single", "sweep"])
+def test_a_token_given_as_an_override_is_in_no_written_file(tmp_path, sweep):
+    env = {**os.environ, "WANDB_DIR": str(tmp_path), "WANDB_MODE": "offline", "PYTHONPATH": str(ROOT)}
+    args = [*BASE, "logger=wandb", "logger.mode=offline", f"+dataset.hub.token={TOKEN}",
+            f"paths.results={tmp_path / 'results'}"]
+    if sweep:
+        args = ["-m", *args, "hydra/sweeper=grouped", "seed=0,1", f"hydra.sweep.dir={tmp_path / 'multirun'}"]
+    proc = subprocess.run([sys.executable, "-m", "lab", *args], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    hydra_files = list(tmp_path.rglob(".hydra/overrides.yaml"))
+    assert len(hydra_files) == (2 if sweep else 1)
+    assert "+dataset.hub.token=<redacted>" in hydra_files[0].read_text()
+    # The offline W&B run keeps the command line (its `args`, uploaded on sync) in its .wandb file.
+    runs = list(tmp_path.rglob("offline-run-*/run-*.wandb"))
+    assert len(runs) == (2 if sweep else 1) and b"+dataset.hub.token=<redacted>" in runs[0].read_bytes()
+    assert _assert_nowhere(tmp_path, TOKEN) > 10
