@@ -11,6 +11,8 @@ from __future__ import annotations
 import math
 import os
 import re
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Optional
@@ -67,6 +69,8 @@ DdpBackend = _choices("DdpBackend", "nccl gloo")
 # The alpha that `fixed` and `rslora` hold across ranks unless method.alpha is set.
 HELD_ALPHA = 16
 SPLITS = ("train", "validation", "test")
+# Space a run needs in paths.results beyond its checkpoints: the record, the trainer's logs, W&B's files.
+MIN_FREE_BYTES = 16 * 2**20
 # numpy's and torch's seeds are unsigned 32-bit integers.
 MAX_SEED = 2**32 - 1
 # Synthetic rows hide 3 keywords among filler (cls); an LM row needs a token and its successor.
@@ -390,9 +394,17 @@ def _check_distributed(merged: DictConfig) -> None:
 
 
 def check_results_writable(path: str) -> None:
-    target = os.path.abspath(path)
-    probe = target
-    while not os.path.exists(probe):
-        probe = os.path.dirname(probe)
-    if not os.path.isdir(probe) or not os.access(probe, os.W_OK):
-        raise ConfigError("paths.results", path, "a directory this user can write to")
+    """The results folder exists (it is made here) and takes a file: tried, not asked of os.access,
+    which root always passes (`/proc/lab`). A nearly full disk is refused before anything trains."""
+    try:
+        os.makedirs(path, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".lab-probe-") as probe:
+            probe.write(b"x" * 1024)
+            probe.flush()
+            os.fsync(probe.fileno())
+        free = shutil.disk_usage(path).free
+    except OSError as err:
+        raise ConfigError("paths.results", path, f"a directory this user can write to ({err.strerror})") from None
+    if free < MIN_FREE_BYTES:
+        raise ConfigError("paths.results", path, f"a directory with at least {MIN_FREE_BYTES // 2**20} MiB free for "
+                          f"records and checkpoints (it has {free / 2**20:.1f} MiB)")

@@ -10,6 +10,7 @@ Trainer: `setup_trainer` is the one place a Trainer is built.
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import itertools
 import logging
@@ -123,11 +124,22 @@ class FineTune:
             self.untrained_test_loss = self.trainer.evaluate(self.tokenized["test"], metric_key_prefix="untrained_test")[
                 "untrained_test_loss"]
         output_dir = self.args.output_dir
+        self.set_aside_partial_checkpoints(output_dir)
         resume = get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
         if resume:
             self.notes.append(f"resumed from {resume}")
         self.train_output = self.trainer.train(resume_from_checkpoint=resume)
         self.ran = distributed.what_ran(self.trainer, self.launched, self.cfg, self.notes)
+
+    def set_aside_partial_checkpoints(self, output_dir: str) -> None:
+        """A checkpoint without trainer_state.json (its save was cut short: a full disk, a kill) cannot
+        be resumed from; it is renamed aside, not deleted, so that this run starts cleanly."""
+        for folder in glob.glob(os.path.join(output_dir, "checkpoint-*")):
+            if os.path.isdir(folder) and not os.path.isfile(os.path.join(folder, "trainer_state.json")):
+                aside = os.path.join(output_dir, f"partial-{os.path.basename(folder)}-{_now().replace(':', '')}")
+                os.rename(folder, aside)
+                self.notes.append(f"set aside a partial checkpoint (no trainer_state.json): {aside}")
+                log.warning(self.notes[-1])
 
     # ---- evaluate ---------------------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ config finds its record and a sweep can skip finished work.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
@@ -120,6 +121,39 @@ def write_json_atomic(path: str, payload: dict) -> None:
 # `key=value` as Hydra writes overrides (overrides.yaml, hydra.yaml's task list and override_dirname).
 _OVERRIDE = re.compile(r"(?P<key>[+~]{0,2}[\w.\-/@]+)=(?P<value>[^,]*)")
 REDACTED = "<redacted>"
+
+
+# What a record cannot lose: the run's coordinates, outcome, metrics and timing (a few KB). On a full
+# disk the record is written with these alone (write_record).
+ESSENTIAL_FIELDS = ("schema", "run_id", "status", "method", "rank", "model", "dataset", "seed", "health", "error",
+                    "metrics", "params", "timing", "notes")
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+class RecordNotWritten(OSError):
+    """Neither the record nor its essentials could be written: the caller prints the record instead."""
+
+
+def write_record(path: str, record: dict) -> dict:
+    """Write the record; on a full disk write its essentials (ESSENTIAL_FIELDS), marked `truncated`.
+
+    Returns what was written. Raises RecordNotWritten when even that fails, so that the caller can keep
+    the record in its output, where a full disk cannot take it away.
+    """
+    try:
+        write_json_atomic(path, record)
+        return record
+    except OSError as err:
+        if err.errno not in NO_SPACE:
+            raise RecordNotWritten(err.errno, f"cannot write {path}: {err.strerror}") from err
+        reason = err.strerror
+    small = {k: record[k] for k in ESSENTIAL_FIELDS if k in record}
+    small["truncated"] = f"disk full ({reason}) writing the full record: only {', '.join(small)} were kept"
+    try:
+        write_json_atomic(path, small)
+    except OSError as err:
+        raise RecordNotWritten(err.errno, f"cannot write {path}, not even its essentials: {err.strerror}") from err
+    return small
 
 
 def scrub_overrides(text: str) -> str:

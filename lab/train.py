@@ -15,6 +15,7 @@ launcher stops the others.
 from __future__ import annotations
 
 import glob
+import json
 import logging
 import os
 import shutil
@@ -35,7 +36,7 @@ from lab.paths import CONF_DIR
 log = logging.getLogger("lab")
 # The exit status of `lab-train` for one run (README, "Exit codes"): 0 for ok and for a run skipped
 # as finished or held by another worker.
-EXIT_CODES = {"failed": 1, "invalid-config": 2, "oom": 3, "diverged": 4}
+EXIT_CODES = {"failed": 1, "invalid-config": 2, "oom": 3, "diverged": 4, "record-lost": 5}
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
@@ -48,6 +49,11 @@ def main(cfg: DictConfig) -> dict | None:
         if not _in_multirun():
             sys.exit(EXIT_CODES["invalid-config"])
         return None  # a sweep goes on with its other jobs
+    except RecordLost as err:
+        print(f"error: {err}", file=sys.stderr)
+        if not _in_multirun():
+            sys.exit(EXIT_CODES["record-lost"])
+        return {"run_id": err.run_id, "status": "record-lost", "error": str(err)}
     code = EXIT_CODES.get(record.get("status"), 0)
     # In a sweep the record goes back to the sweeper, which goes on and names the failed jobs; a
     # multi-process run exits even then, or the other processes would wait for this one forever.
@@ -150,15 +156,31 @@ def run_and_record(job, path: str, started: float) -> dict:
     if not job.launched.is_main:
         job.close({})
         return record
-    write_traceback(os.path.join(os.path.dirname(path), "traceback.txt"), failure)
     record["logging"] = job.close({"status": record["status"], "health": record.get("health"),
                                    **record.get("metrics", {})})
     record["timing"] = {**record.get("timing", {}), "wall_seconds": round(time.time() - started, 3)}
     record["provenance"] = job.provenance()
     record["config"] = job.config
-    rec.write_json_atomic(path, record)
-    print(summary(record, path))
-    return record
+    # The record first: on a full disk, it is what a run that trained must not lose.
+    try:
+        written = rec.write_record(path, record)
+    except rec.RecordNotWritten as err:
+        print(json.dumps(record, default=str))
+        raise RecordLost(job.run_id, f"{err.strerror}; the record went to standard output as one JSON line") from None
+    try:
+        write_traceback(os.path.join(os.path.dirname(path), "traceback.txt"), failure)
+    except OSError as err:
+        log.warning("traceback of %s not kept (%s): %s", job.run_id, err.strerror, failure)
+    print(summary(written, path))
+    return written
+
+
+class RecordLost(Exception):
+    """A run's record could not be written anywhere on disk (it went to the output instead)."""
+
+    def __init__(self, run_id: str, message: str):
+        super().__init__(message)
+        self.run_id = run_id
 
 
 def write_traceback(path: str, failure: str | None) -> None:

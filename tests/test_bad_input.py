@@ -1,5 +1,6 @@
 """Issue 14: bad input and faults, as a new user or an attacker would try them, on tiny runs."""
 
+import errno
 import json
 import os
 import subprocess
@@ -222,3 +223,77 @@ def test_a_token_given_as_an_override_is_in_no_written_file(tmp_path, sweep):
     runs = list(tmp_path.rglob("offline-run-*/run-*.wandb"))
     assert len(runs) == (2 if sweep else 1) and b"+dataset.hub.token=<redacted>" in runs[0].read_bytes()
     assert _assert_nowhere(tmp_path, TOKEN) > 10
+
+
+# ---- a full disk, a partial checkpoint, an unwritable results folder -----------------------------------
+
+@pytest.mark.parametrize("results,reason", [
+    ("/proc/lab", "a directory this user can write to"),  # root passes os.access here; a real write fails
+    ("/tmp/" + "r" * 300 + "/results", "File name too long"),
+])
+def test_an_unwritable_results_folder_exits_2_in_one_line(results, reason):
+    proc = _cli(*BASE, f"paths.results={results}")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert "paths.results" in proc.stderr and reason in proc.stderr
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 4 MiB tmpfs: a disk too full for a run (needs root; skipped otherwise)."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], capture_output=True).returncode:
+        pytest.skip("mounting a tmpfs needs root")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_a_nearly_full_disk_is_refused_before_training(tiny_disk):
+    proc = _cli(*BASE, f"paths.results={tiny_disk / 'results'}")
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "at least 16 MiB free" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def _no_space_for(monkeypatch, too_big):
+    """Writes of the records `too_big` picks fail as on a full disk."""
+    original = rec.write_json_atomic
+
+    def write(path, payload):
+        if too_big(payload):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return original(path, payload)
+
+    monkeypatch.setattr(rec, "write_json_atomic", write)
+
+
+def test_on_a_full_disk_the_record_keeps_its_essentials(tmp_path, monkeypatch):
+    _no_space_for(monkeypatch, lambda record: "config" in record)  # room for a few KB, not the full record
+    record = run(compose_run(BASE, results=tmp_path))
+    stored = json.loads((tmp_path / record["run_id"] / "result.json").read_text())
+    assert stored["status"] == "ok" and stored["metrics"]["test_accuracy"] >= 0
+    assert "disk full" in stored["truncated"] and "config" not in stored
+
+
+def test_when_nothing_can_be_written_the_record_goes_to_the_output_and_exits_5(tmp_path, monkeypatch, capsys):
+    _no_space_for(monkeypatch, lambda record: True)
+    with pytest.raises(SystemExit) as exited:
+        train.main(compose_run(BASE, results=tmp_path))
+    assert exited.value.code == 5
+    out, err = capsys.readouterr()
+    [line] = [x for x in out.splitlines() if x.startswith("{")]
+    assert json.loads(line)["metrics"]["test_accuracy"] >= 0
+    assert "error: " in err and "standard output" in err
+
+
+def test_a_partial_checkpoint_is_set_aside_and_the_rerun_starts_cleanly(tmp_path):
+    cfg = compose_run([*BASE, "trainer.save_steps=5"], results=tmp_path)
+    trainer_dir = tmp_path / rec.run_id(validate(cfg)) / "trainer"
+    partial = trainer_dir / "checkpoint-5"
+    partial.mkdir(parents=True)
+    (partial / "model.safetensors").write_bytes(b"cut short by a full disk")
+    record = run(cfg)
+    assert record["status"] == "ok", record.get("error")
+    assert any("set aside a partial checkpoint" in note for note in record["notes"])
+    assert not any("resumed from" in note for note in record["notes"])
+    [aside] = trainer_dir.glob("partial-checkpoint-5-*")
+    assert (aside / "model.safetensors").read_bytes() == b"cut short by a full disk"
