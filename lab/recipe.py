@@ -22,7 +22,7 @@ import bitsandbytes as bnb
 import datasets
 import torch
 from omegaconf import DictConfig, OmegaConf
-from transformers import PrinterCallback, Trainer, TrainingArguments, set_seed
+from transformers import PrinterCallback, Trainer, TrainerState, TrainingArguments, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 from transformers.utils import logging as hf_logging
 
@@ -126,8 +126,11 @@ class FineTune:
         output_dir = self.args.output_dir
         self.set_aside_partial_checkpoints(output_dir)
         resume = get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
+        # Where this session starts: its time covers only the steps and tokens after it.
+        self.resumed_at = TrainerState(global_step=0, num_input_tokens_seen=0)
         if resume:
             self.notes.append(f"resumed from {resume}")
+            self.resumed_at = TrainerState.load_from_json(os.path.join(resume, "trainer_state.json"))
         self.train_output = self.trainer.train(resume_from_checkpoint=resume)
         self.ran = distributed.what_ran(self.trainer, self.launched, self.cfg, self.notes)
 
@@ -145,11 +148,32 @@ class FineTune:
 
     def evaluate(self) -> dict:
         metrics = evaluation.evaluate(self.trainer, self.tokenized, self.data, self.tokenizer, self.cfg, self.device)
-        metrics["train_loss"] = self.train_output.training_loss
+        metrics["train_loss"] = self.whole_run_train_loss()
         losses = [e["loss"] for e in self.trainer.state.log_history if "loss" in e]
         metrics["first_logged_train_loss"] = losses[0] if losses else None
         metrics["last_logged_train_loss"] = losses[-1] if losses else None
         return metrics
+
+    def whole_run_train_loss(self) -> float:
+        """The mean train loss over every step of the run, a resumed one included.
+
+        The Trainer's `training_loss` averages only this session's steps. The steps before the
+        checkpoint count through their logged losses (each the mean over its logging interval, so the
+        sum is exact when the checkpoint falls on a logged step); steps between the last logged one and
+        the checkpoint count at the mean of the logged ones.
+        """
+        session_steps = self.trainer.state.global_step - self.resumed_at.global_step
+        before = self.resumed_at.global_step
+        if not before:
+            return self.train_output.training_loss
+        last, total = 0, 0.0
+        for entry in self.resumed_at.log_history:
+            if "loss" in entry and entry["step"] <= before:
+                total += entry["loss"] * (entry["step"] - last)
+                last = entry["step"]
+        if last < before:
+            total += (before - last) * (total / last if last else self.train_output.training_loss)
+        return (total + self.train_output.training_loss * session_steps) / (before + session_steps)
 
     def judge_health(self, metrics: dict) -> dict:
         """`health` (learned / collapsed) and its evidence: lab.health's rules."""
@@ -200,13 +224,18 @@ class FineTune:
     def timing(self) -> dict:
         runtime = self.train_output.metrics["train_runtime"]
         tokens = int(self.trainer.state.num_input_tokens_seen)
+        # A resumed run timed only the steps after its checkpoint: its rate counts only their tokens.
+        timed_tokens = tokens - int(self.resumed_at.num_input_tokens_seen)
         return {
             "train_seconds": round(runtime, 3),
             "train_steps": self.trainer.state.global_step,
+            "timed_steps": self.trainer.state.global_step - self.resumed_at.global_step,
+            "resumed_at_step": self.resumed_at.global_step,
             "step_seconds": self.timer.seconds,
             "train_samples_per_second": self.train_output.metrics.get("train_samples_per_second"),
             "train_tokens": tokens,
-            "train_tokens_per_second": tokens / runtime if runtime else None,
+            "timed_tokens": timed_tokens,
+            "train_tokens_per_second": timed_tokens / runtime if runtime else None,
             "tokens_counted": "non-padding input tokens of the training batches (prompt and response), "
                               "summed over all processes",
             "started_at": self.started["at"],

@@ -297,3 +297,23 @@ def test_a_partial_checkpoint_is_set_aside_and_the_rerun_starts_cleanly(tmp_path
     assert not any("resumed from" in note for note in record["notes"])
     [aside] = trainer_dir.glob("partial-checkpoint-5-*")
     assert (aside / "model.safetensors").read_bytes() == b"cut short by a full disk"
+
+
+# ---- a resumed run's throughput and train loss ---------------------------------------------------------
+
+def test_a_resumed_run_times_only_its_own_steps_and_averages_the_loss_over_all(tmp_path, monkeypatch):
+    from test_faults import fail_at_training_step
+
+    overrides = [*BASE, "trainer.max_steps=10", "trainer.save_steps=5", "trainer.logging_steps=1"]
+    fail_at_training_step(monkeypatch, 8)
+    assert run(compose_run(overrides, results=tmp_path))["status"] == "failed"
+    monkeypatch.undo()
+    record = run(compose_run(overrides, results=tmp_path))
+    timing = record["timing"]
+    assert (timing["train_steps"], timing["timed_steps"], timing["resumed_at_step"]) == (10, 5, 5)
+    # synthetic-cls rows are 24 words + [CLS] and [SEP]: 16 rows x 26 tokens a step
+    assert (timing["train_tokens"], timing["timed_tokens"]) == (10 * 16 * 26, 5 * 16 * 26)
+    assert timing["train_tokens_per_second"] == pytest.approx(timing["timed_tokens"] / timing["train_seconds"], rel=1e-3)
+    losses = [point["loss"] for point in record["curve"] if "loss" in point]
+    assert len(losses) == 10
+    assert record["metrics"]["train_loss"] == pytest.approx(sum(losses) / 10, abs=1e-3)
