@@ -71,6 +71,8 @@ HELD_ALPHA = 16
 SPLITS = ("train", "validation", "test")
 # Space a run needs in paths.results beyond its checkpoints: the record, the trainer's logs, W&B's files.
 MIN_FREE_BYTES = 16 * 2**20
+# trainer.max_steps of a run whose length trainer.epochs decides.
+EPOCHS_DECIDE = -1
 # numpy's and torch's seeds are unsigned 32-bit integers.
 MAX_SEED = 2**32 - 1
 # Synthetic rows hide 3 keywords among filler (cls); an LM row needs a token and its successor.
@@ -365,6 +367,10 @@ def _check_trainer(merged: DictConfig) -> None:
         _positive_int("trainer.max_steps", trainer.max_steps)
     elif trainer.epochs <= 0:
         raise ConfigError("trainer.epochs", trainer.epochs, "a number > 0, or null to train by max_steps")
+    else:
+        # Epochs decide the length and max_steps is not used: one config (and one run id, one table
+        # cell) for one training, whatever max_steps was given. -1 is transformers' own "by epochs".
+        trainer.max_steps = EPOCHS_DECIDE
     _positive_finite("trainer.learning_rate", trainer.learning_rate)
     if trainer.max_grad_norm is not None and not (trainer.max_grad_norm > 0 and math.isfinite(trainer.max_grad_norm)):
         raise ConfigError("trainer.max_grad_norm", trainer.max_grad_norm, "a finite number > 0, or null for no clipping")

@@ -24,6 +24,9 @@ SCHEMA = 1
 STATUSES = ("ok", "failed", "oom", "diverged")
 # Trainer settings that change how a run is observed or saved, not what it learns.
 NON_SEMANTIC_TRAINER_KEYS = ("logging_steps", "eval_steps", "save_steps", "threads", "eval_batch_size")
+# The max_steps every run with trainer.epochs is hashed with: lab/conf/trainer/default.yaml's value when
+# epoch runs still hashed the max_steps they ignored (tests/golden_run_ids.json holds one such id).
+EPOCH_RUNS_HASHED_MAX_STEPS = 100
 # Key names that hold credentials (api_key, hub_token, secret, ...), but not model fields such as
 # num_key_value_heads or bos_token_id.
 SECRET_KEY = re.compile(r"(^|_)(api_?key|key|token|secret|password|passwd|credentials?)$", re.IGNORECASE)
@@ -32,6 +35,10 @@ SECRET_KEY = re.compile(r"(^|_)(api_?key|key|token|secret|password|passwd|creden
 def semantic_config(cfg: DictConfig) -> dict:
     trainer = {k: v for k, v in OmegaConf.to_container(cfg.trainer, resolve=True).items()
                if k not in NON_SEMANTIC_TRAINER_KEYS}
+    if trainer.get("epochs") is not None:
+        # Epochs decide the length, so max_steps must not split one training into several ids; it is
+        # hashed as the default those runs were recorded with before, so that their ids hold.
+        trainer["max_steps"] = EPOCH_RUNS_HASHED_MAX_STEPS
     method = OmegaConf.to_container(cfg.method, resolve=True)
     # Keys added after records existed enter the hash only when set away from what runs did before
     # them, so those runs keep their ids (and a rerun still finds their records).

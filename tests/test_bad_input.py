@@ -317,3 +317,22 @@ def test_a_resumed_run_times_only_its_own_steps_and_averages_the_loss_over_all(t
     losses = [point["loss"] for point in record["curve"] if "loss" in point]
     assert len(losses) == 10
     assert record["metrics"]["train_loss"] == pytest.approx(sum(losses) / 10, abs=1e-3)
+
+
+# ---- trainer.epochs: one training, one run id --------------------------------------------------------
+
+def test_epochs_give_one_run_id_whatever_max_steps_says():
+    ids = {rec.run_id(validate(compose_run([*BASE, "trainer.epochs=2", *extra])))
+           for extra in ([], ["trainer.max_steps=7"], ["trainer.max_steps=500"])}
+    assert len(ids) == 1
+    assert validate(compose_run([*BASE, "trainer.epochs=2", "trainer.max_steps=7"])).trainer.max_steps == -1
+
+
+def test_the_setup_section_says_epochs_for_epoch_runs():
+    import pandas as pd
+
+    from analysis.sections.setup import training_length
+
+    runs = pd.DataFrame({"config.trainer.epochs": [2.0, None], "config.trainer.max_steps": [-1, 50],
+                         "config.trainer.batch_size": [16, 16], "splits.train": [64, 64]})
+    assert training_length(runs).startswith("2 epochs x batch 16; 50 steps x batch 16")
