@@ -220,6 +220,8 @@ class RunSchema:
     seed: Any = 0
     device: Device = Device.auto
     skip_finished: bool = True
+    # Refuse a run whose estimated peak memory exceeds what the device has free (lab.memory.preflight).
+    memory_check: bool = True
     sweep: Optional[dict] = None
 
 

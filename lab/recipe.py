@@ -31,7 +31,7 @@ from lab.callbacks import DivergenceGuard, Diverged, StepTimer
 from lab.data import load_task_data
 from lab.data.encode import collator, tokenize
 from lab.decisions import choose_optimizer, compute_dtype, precision, resolve_device
-from lab.memory import ledger
+from lab.memory import ledger, preflight
 from lab.memory.ledger import LedgerProbe, optimizer_state_bytes
 from lab.memory.measure import PeakMemory, weight_bytes
 from lab.provenance import provenance
@@ -66,6 +66,7 @@ class FineTune:
 
     def run(self) -> dict:
         """The record's fields of a job that trained to the end."""
+        preflight.check_fits(self.cfg, self.device)  # seconds, before a download or an allocation
         self.setup_data()
         self.setup_model()
         self.setup_trainer()

@@ -336,3 +336,44 @@ def test_the_setup_section_says_epochs_for_epoch_runs():
     runs = pd.DataFrame({"config.trainer.epochs": [2.0, None], "config.trainer.max_steps": [-1, 50],
                          "config.trainer.batch_size": [16, 16], "splits.train": [64, 64]})
     assert training_length(runs).startswith("2 epochs x batch 16; 50 steps x batch 16")
+
+
+# ---- the pre-flight memory check -------------------------------------------------------------------------
+
+def test_a_7b_model_that_cannot_fit_fails_in_seconds_saying_what_would(tmp_path, monkeypatch):
+    import time
+
+    from lab.memory import preflight
+
+    monkeypatch.setattr(preflight, "available_bytes", lambda device: 16 * 2**30)
+    started = time.time()
+    with pytest.raises(ConfigError) as err:
+        run(compose_run(["model=llama2-7b", "dataset=synthetic-lm", "logger=none", "device=cpu"], results=tmp_path))
+    assert time.time() - started < 120  # no download, no 27 GB allocation
+    message = str(err.value)
+    assert "estimated peak" in message and "16.0 GiB free" in message and "method=qlora (4-bit base" in message
+    assert not list(tmp_path.iterdir())  # found after the lock: its folder is gone
+
+
+def test_the_batch_size_it_suggests_does_fit(tmp_path, monkeypatch):
+    import re
+
+    from lab.memory import preflight
+
+    cfg = validate(compose_run([*BASE, "trainer.batch_size=512", "device=cpu"], results=tmp_path))
+    est = preflight._estimate(cfg, "cpu", 512, preflight._longest_sequence(cfg))
+    free = int((est["fixed"] + est["activations"] / 4) / preflight.HEADROOM)
+    monkeypatch.setattr(preflight, "available_bytes", lambda device: free)
+    with pytest.raises(ConfigError) as err:
+        preflight.check_fits(cfg, "cpu")
+    batch = int(re.search(r"trainer.batch_size=(\d+)", str(err.value))[1])
+    assert 64 <= batch <= 128
+    cfg.trainer.batch_size = batch
+    assert preflight.check_fits(cfg, "cpu")["peak"] <= free
+
+
+def test_memory_check_false_skips_it(monkeypatch):
+    from lab.memory import preflight
+
+    monkeypatch.setattr(preflight, "available_bytes", lambda device: 1)
+    assert preflight.check_fits(validate(compose_run([*BASE, "memory_check=false"])), "cpu") is None
