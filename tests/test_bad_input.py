@@ -377,3 +377,20 @@ def test_memory_check_false_skips_it(monkeypatch):
 
     monkeypatch.setattr(preflight, "available_bytes", lambda device: 1)
     assert preflight.check_fits(validate(compose_run([*BASE, "memory_check=false"])), "cpu") is None
+
+
+# ---- W&B with a key and no network ------------------------------------------------------------------------
+
+def test_wandb_without_network_gives_up_after_its_timeout_and_the_run_goes_on(tmp_path, monkeypatch):
+    import time
+
+    # A 40-character key and a W&B server that refuses every connection: "online", yet unreachable.
+    monkeypatch.setenv("WANDB_API_KEY", "k" * 40)
+    monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    started = time.time()
+    record = run(compose_run([*BASE, "logger=wandb", "logger.init_timeout=3"], results=tmp_path / "results"))
+    assert time.time() - started < 60  # W&B's own default would wait 90 s
+    assert record["status"] == "ok" and record["logging"]["mode"] == "online"
+    assert "wandb.init failed" in record["logging"]["error"] and "Timed out" in record["logging"]["error"]
