@@ -27,7 +27,7 @@ from transformers.trainer_utils import get_last_checkpoint
 from transformers.utils import logging as hf_logging
 
 from lab import distributed, evaluation, health, methods, models
-from lab.callbacks import DivergenceGuard, Diverged, StepTimer
+from lab.callbacks import DivergenceGuard, Diverged, SpaceGuard, StepTimer
 from lab.data import load_task_data
 from lab.data.encode import collator, tokenize
 from lab.decisions import choose_optimizer, compute_dtype, precision, resolve_device
@@ -112,7 +112,8 @@ class FineTune:
         self.timer, self.probe = StepTimer(self.device), LedgerProbe()
         self.trainer = Trainer(model=self.model, args=self.args, train_dataset=self.tokenized["train"],
                                eval_dataset=self.tokenized["validation"], data_collator=self.collate,
-                               callbacks=[DivergenceGuard(), self.probe, self.timer, *extra_callbacks])
+                               callbacks=[DivergenceGuard(), SpaceGuard(), self.probe, self.timer,
+                                          *extra_callbacks])
         self.trainer.remove_callback(PrinterCallback)  # the record and the summary carry the numbers
         return self.trainer
 

@@ -394,3 +394,25 @@ def test_wandb_without_network_gives_up_after_its_timeout_and_the_run_goes_on(tm
     assert time.time() - started < 60  # W&B's own default would wait 90 s
     assert record["status"] == "ok" and record["logging"]["mode"] == "online"
     assert "wandb.init failed" in record["logging"]["error"] and "Timed out" in record["logging"]["error"]
+
+
+def test_a_checkpoint_without_room_stops_the_run_before_writing_half_of_it(tmp_path, monkeypatch):
+    from lab.callbacks import SpaceGuard
+
+    monkeypatch.setattr(SpaceGuard, "free_bytes", staticmethod(lambda folder: 2**20))  # 1 MiB left
+    record = run(compose_run([*BASE, "trainer.save_steps=3"], results=tmp_path))
+    assert record["status"] == "failed" and "no room for checkpoint-3" in record["error"]
+    assert not list((tmp_path / record["run_id"]).rglob("checkpoint-*"))
+    stored = json.loads((tmp_path / record["run_id"] / "result.json").read_text())
+    assert stored["status"] == "failed" and "MiB free" in stored["error"]
+
+
+def test_the_checkpoint_size_guess_is_the_size_of_the_checkpoint(tmp_path):
+    from lab.callbacks import SpaceGuard
+
+    record_dir = tmp_path / "r"
+    full = [o for o in BASE if o != "rank=2"]
+    record = run(compose_run([*full, "method=full", "trainer.save_steps=5"], results=record_dir))
+    [checkpoint] = (record_dir / record["run_id"] / "trainer").glob("checkpoint-*")
+    size = sum(p.stat().st_size for p in checkpoint.rglob("*") if p.is_file())
+    assert SpaceGuard.checkpoint_bytes(str(checkpoint.parent), None, None) == size
