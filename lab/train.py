@@ -126,7 +126,7 @@ def remove_if_unused(folder: str) -> None:
     """Remove a run folder that holds only its lock (and empty folders): an input error found after
     the lock (a CSV's labels, a missing file) trained nothing, and the analysis would call the empty
     folder a killed run."""
-    for root, dirs, files in os.walk(folder, topdown=False):
+    for root, _, files in os.walk(folder):
         if any(name != ".lock" or root != folder for name in files):
             return
     shutil.rmtree(folder, ignore_errors=True)
