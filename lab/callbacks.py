@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import errno
+import glob
 import math
+import os
+import shutil
 import time
 
 import torch
@@ -48,3 +52,41 @@ class StepTimer(TrainerCallback):
         self.last = self._now()  # evaluating or saving inside training is no step's time
 
     on_save = on_evaluate
+
+
+class SpaceGuard(TrainerCallback):
+    """Before each checkpoint, checks the disk has room for it, so a full disk stops the run with a
+    clear error (and its record) instead of leaving half a checkpoint behind."""
+
+    # Beyond the checkpoint: the record, the logs, the rename of the next checkpoint.
+    MARGIN = 16 * 2**20
+
+    def on_step_end(self, args, state, control, model=None, optimizer=None, **kwargs):
+        if not control.should_save:
+            return
+        os.makedirs(args.output_dir, exist_ok=True)
+        need = self.checkpoint_bytes(args.output_dir, model, optimizer) + self.MARGIN
+        free = self.free_bytes(args.output_dir)
+        if free < need:
+            raise OSError(errno.ENOSPC, f"no room for checkpoint-{state.global_step} in {args.output_dir}: about "
+                          f"{need / 2**20:.0f} MiB needed, {free / 2**20:.0f} MiB free (free some space, or "
+                          "trainer.save_steps=null saves none)")
+
+    @staticmethod
+    def free_bytes(folder: str) -> int:
+        return shutil.disk_usage(folder).free
+
+    @staticmethod
+    def checkpoint_bytes(output_dir: str, model, optimizer) -> int:
+        """The last checkpoint's size, or before the first: the saved weights and the optimizer state."""
+        previous = sorted(glob.glob(os.path.join(output_dir, "checkpoint-*")), key=os.path.getmtime)
+        if previous:
+            return sum(os.path.getsize(os.path.join(root, name))
+                       for root, _, names in os.walk(previous[-1]) for name in names)
+        # A peft model saves its adapter alone; full fine-tuning the whole model.
+        adapter_only = hasattr(model, "peft_config")
+        weights = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad or not adapter_only)
+        state = sum(t.numel() * t.element_size() for s in (optimizer.state.values() if optimizer else ())
+                    for t in s.values() if torch.is_tensor(t))
+        trainable = sum(p.numel() * 4 for p in model.parameters() if p.requires_grad)
+        return weights + max(state, 2 * trainable)  # AdamW's two fp32 moments, before its first step too

@@ -11,6 +11,8 @@ from __future__ import annotations
 import math
 import os
 import re
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Optional
@@ -22,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from lab.errors import ConfigError
-from lab.paths import CONF_DIR, default_cache_dir
+from lab.paths import CONF_DIR, default_cache_dir, slug
 
 __all__ = ["ConfigError", "compose", "validate", "check_results_writable"]
 
@@ -56,12 +58,26 @@ LoraBias = _choices("LoraBias", "none all lora_only")
 Logger = _choices("Logger", "wandb none")
 # Trainer `optim` names; auto: paged_adamw_32bit for QLoRA (as the QLoRA paper), adamw_torch otherwise.
 Optimizer = _choices("Optimizer", "auto adamw_torch paged_adamw_32bit paged_adamw_8bit adamw_8bit")
+# transformers' SchedulerType values (tests/test_bad_input.py holds the two lists equal): named here so
+# that a typo fails before torch is imported.
+LrScheduler = _choices("LrScheduler", "linear cosine cosine_with_restarts polynomial constant constant_with_warmup "
+                       "inverse_sqrt reduce_lr_on_plateau cosine_with_min_lr cosine_warmup_with_min_lr "
+                       "warmup_stable_decay greedy")
 DistributedMode = _choices("DistributedMode", "none ddp fsdp")
 DdpBackend = _choices("DdpBackend", "nccl gloo")
 
 # The alpha that `fixed` and `rslora` hold across ranks unless method.alpha is set.
 HELD_ALPHA = 16
 SPLITS = ("train", "validation", "test")
+# Space a run needs in paths.results beyond its checkpoints: the record, the trainer's logs, W&B's files.
+MIN_FREE_BYTES = 16 * 2**20
+# trainer.max_steps of a run whose length trainer.epochs decides.
+EPOCHS_DECIDE = -1
+# numpy's and torch's seeds are unsigned 32-bit integers.
+MAX_SEED = 2**32 - 1
+# Synthetic rows hide 3 keywords among filler (cls); an LM row needs a token and its successor.
+MIN_SYNTHETIC_LENGTH = {"cls": 3, "lm": 2}
+MAX_SYNTHETIC_LABELS = 10  # synthetic-cls gives each class 5 of its 50 keyword tokens
 BNB_OPTIMIZERS = ("paged_adamw_32bit", "paged_adamw_8bit", "adamw_8bit")
 
 # Resolvers used by the YAML (`alpha: ${lora_alpha:${method.scaling},${rank}}`); registered once per process.
@@ -72,6 +88,9 @@ if not OmegaConf.has_resolver("lora_alpha"):
         else HELD_ALPHA if scaling in Scaling.__members__ else None)
 if not OmegaConf.has_resolver("lab_cache"):
     OmegaConf.register_new_resolver("lab_cache", default_cache_dir)
+if not OmegaConf.has_resolver("lab_slug"):
+    # A name inside a folder path (a sweep folder named after its dataset) follows the run id's rule.
+    OmegaConf.register_new_resolver("lab_slug", slug)
 if not OmegaConf.has_resolver("lab_file_stem"):
     # A task read from a file is named after it (reviews.csv -> reviews), so two tasks never share a run
     # id, a sweep folder or a table cell; dataset.name=... still names it.
@@ -150,7 +169,7 @@ class TrainerSchema:
     weight_decay: float = 0.0
     warmup_ratio: float = 0.0
     max_grad_norm: Optional[float] = 1.0
-    lr_scheduler: str = "linear"
+    lr_scheduler: LrScheduler = LrScheduler.linear
     eval_steps: Optional[int] = None
     logging_steps: Optional[int] = None
     gradient_checkpointing: bool = False
@@ -167,6 +186,9 @@ class LoggerSchema:
     mode: str = "auto"
     group: Optional[str] = None
     tags: list = field(default_factory=list)
+    # Seconds wandb.init may take (W&B's own default is 90): with a key but no network, a job waits
+    # this long, then trains without W&B and notes why under the record's `logging.error`.
+    init_timeout: float = 15.0
 
 
 @dataclass
@@ -198,6 +220,8 @@ class RunSchema:
     seed: Any = 0
     device: Device = Device.auto
     skip_finished: bool = True
+    # Refuse a run whose estimated peak memory exceeds what the device has free (lab.memory.preflight).
+    memory_check: bool = True
     sweep: Optional[dict] = None
 
 
@@ -219,9 +243,11 @@ def validate(cfg: DictConfig) -> DictConfig:
     if OmegaConf.select(cfg, "method.name") != "full" and "rank" in cfg:
         _positive_int("rank", cfg.rank)
     merged = _merge_onto_schema(cfg)
-    for check in (_check_method, _check_adapter, _check_task, _check_trainer, _check_distributed):
+    for check in (_check_names, _check_method, _check_adapter, _check_task, _check_trainer, _check_distributed):
         check(merged)
     _positive_int("seed", merged.seed, minimum=0)
+    if merged.seed > MAX_SEED:
+        raise ConfigError("seed", merged.seed, f"an integer in [0, {MAX_SEED}] (2**32 - 1)")
     return merged
 
 
@@ -246,6 +272,14 @@ def _positive_int(key: str, value: Any, minimum: int = 1) -> None:
 def _positive_finite(key: str, value: Any) -> None:
     if not (value > 0 and math.isfinite(value)):
         raise ConfigError(key, value, "a finite number > 0")
+
+
+def _check_names(merged: DictConfig) -> None:
+    """Names enter run ids and folders through lab.paths.slug; a control character is never meant."""
+    for key in ("model.name", "dataset.name"):
+        name = OmegaConf.select(merged, key)
+        if not name or any(ord(ch) < 32 or ord(ch) == 127 for ch in name):
+            raise ConfigError(key, name, "a non-empty name without control characters (NUL, newline, tab)")
 
 
 def _check_method(merged: DictConfig) -> None:
@@ -311,6 +345,20 @@ def _check_task(merged: DictConfig) -> None:
         if split == "train" and data.source != "synthetic" and size is None:
             continue
         _positive_int(f"dataset.sizes.{split}", size)
+    _check_labels(data)
+
+
+def _check_labels(data: DictConfig) -> None:
+    """A classification task has at least two classes; synthetic rows have room for their keywords."""
+    if data.task == "cls" and data.num_labels is not None:
+        top = MAX_SYNTHETIC_LABELS if data.source == "synthetic" else None
+        if isinstance(data.num_labels, bool) or data.num_labels < 2 or (top and data.num_labels > top):
+            raise ConfigError("dataset.num_labels", data.num_labels,
+                              f"an integer in [2, {top}] for synthetic data" if top else "an integer >= 2")
+    if data.task == "cls" and data.labels is not None and len(set(map(str, data.labels))) < 2:
+        raise ConfigError("dataset.labels", list(data.labels), "a list of at least two distinct labels")
+    if data.source == "synthetic":
+        _positive_int("dataset.length", data.length, minimum=MIN_SYNTHETIC_LENGTH[data.task])
 
 
 def _check_trainer(merged: DictConfig) -> None:
@@ -321,12 +369,22 @@ def _check_trainer(merged: DictConfig) -> None:
         _positive_int("trainer.max_steps", trainer.max_steps)
     elif trainer.epochs <= 0:
         raise ConfigError("trainer.epochs", trainer.epochs, "a number > 0, or null to train by max_steps")
+    else:
+        # Epochs decide the length and max_steps is not used: one config (and one run id, one table
+        # cell) for one training, whatever max_steps was given. -1 is transformers' own "by epochs".
+        trainer.max_steps = EPOCHS_DECIDE
     _positive_finite("trainer.learning_rate", trainer.learning_rate)
     if trainer.max_grad_norm is not None and not (trainer.max_grad_norm > 0 and math.isfinite(trainer.max_grad_norm)):
         raise ConfigError("trainer.max_grad_norm", trainer.max_grad_norm, "a finite number > 0, or null for no clipping")
     for key in ("eval_steps", "save_steps", "threads", "logging_steps"):
         if trainer[key] is not None:
             _positive_int(f"trainer.{key}", trainer[key])
+    # transformers 5 reads a warm-up below 1 as a share of the steps and 1 or more as a step count:
+    # a ratio must stay below 1 to mean what its name says.
+    if not 0 <= trainer.warmup_ratio < 1:
+        raise ConfigError("trainer.warmup_ratio", trainer.warmup_ratio, "a share of the training steps in [0, 1)")
+    if not (trainer.weight_decay >= 0 and math.isfinite(trainer.weight_decay)):
+        raise ConfigError("trainer.weight_decay", trainer.weight_decay, "a finite number >= 0")
 
 
 def _check_distributed(merged: DictConfig) -> None:
@@ -343,9 +401,17 @@ def _check_distributed(merged: DictConfig) -> None:
 
 
 def check_results_writable(path: str) -> None:
-    target = os.path.abspath(path)
-    probe = target
-    while not os.path.exists(probe):
-        probe = os.path.dirname(probe)
-    if not os.path.isdir(probe) or not os.access(probe, os.W_OK):
-        raise ConfigError("paths.results", path, "a directory this user can write to")
+    """The results folder exists (it is made here) and takes a file: tried, not asked of os.access,
+    which root always passes (`/proc/lab`). A nearly full disk is refused before anything trains."""
+    try:
+        os.makedirs(path, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".lab-probe-") as probe:
+            probe.write(b"x" * 1024)
+            probe.flush()
+            os.fsync(probe.fileno())
+        free = shutil.disk_usage(path).free
+    except OSError as err:
+        raise ConfigError("paths.results", path, f"a directory this user can write to ({err.strerror})") from None
+    if free < MIN_FREE_BYTES:
+        raise ConfigError("paths.results", path, f"a directory with at least {MIN_FREE_BYTES // 2**20} MiB free for "
+                          f"records and checkpoints (it has {free / 2**20:.1f} MiB)")

@@ -90,7 +90,13 @@ def _word_level_tokenizer(vocab_size: int, model_type: str):
 
 
 def load_tokenizer(path: str, mcfg: DictConfig):
-    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=mcfg.trust_remote_code)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=mcfg.trust_remote_code)
+    except OSError as err:  # loaded before the model: the same clear error as load_model's
+        if mcfg.source != "hub":
+            raise
+        raise ConfigError("model.path", path, f"a hub id reachable from here, or a local copy: model.path=/path/to/"
+                          f"folder model.source=local (the hub said: {str(err).splitlines()[0]})") from None
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
@@ -105,7 +111,10 @@ def load_model(path: str, mcfg: DictConfig, dtype: torch.dtype, quantization_con
         kwargs["device_map"] = {"": device if device == "cpu" else torch.cuda.current_device()}
     try:
         if mcfg.task == "cls":
-            model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=num_labels, **kwargs)
+            # A tiny model's cached head is 2-way and random: a task with more classes gets a fresh head
+            # of its size rather than a size-mismatch error (any other checkpoint keeps its head's check).
+            model = AutoModelForSequenceClassification.from_pretrained(
+                path, num_labels=num_labels, ignore_mismatched_sizes=mcfg.source == "tiny", **kwargs)
         else:
             model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     except OSError as err:

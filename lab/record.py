@@ -8,6 +8,7 @@ config finds its record and a sweep can skip finished work.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
@@ -17,10 +18,15 @@ import tempfile
 
 from omegaconf import DictConfig, OmegaConf
 
+from lab.paths import slug
+
 SCHEMA = 1
 STATUSES = ("ok", "failed", "oom", "diverged")
 # Trainer settings that change how a run is observed or saved, not what it learns.
 NON_SEMANTIC_TRAINER_KEYS = ("logging_steps", "eval_steps", "save_steps", "threads", "eval_batch_size")
+# The max_steps every run with trainer.epochs is hashed with: lab/conf/trainer/default.yaml's value when
+# epoch runs still hashed the max_steps they ignored (tests/golden_run_ids.json holds one such id).
+EPOCH_RUNS_HASHED_MAX_STEPS = 100
 # Key names that hold credentials (api_key, hub_token, secret, ...), but not model fields such as
 # num_key_value_heads or bos_token_id.
 SECRET_KEY = re.compile(r"(^|_)(api_?key|key|token|secret|password|passwd|credentials?)$", re.IGNORECASE)
@@ -29,6 +35,10 @@ SECRET_KEY = re.compile(r"(^|_)(api_?key|key|token|secret|password|passwd|creden
 def semantic_config(cfg: DictConfig) -> dict:
     trainer = {k: v for k, v in OmegaConf.to_container(cfg.trainer, resolve=True).items()
                if k not in NON_SEMANTIC_TRAINER_KEYS}
+    if trainer.get("epochs") is not None:
+        # Epochs decide the length, so max_steps must not split one training into several ids; it is
+        # hashed as the default those runs were recorded with before, so that their ids hold.
+        trainer["max_steps"] = EPOCH_RUNS_HASHED_MAX_STEPS
     method = OmegaConf.to_container(cfg.method, resolve=True)
     # Keys added after records existed enter the hash only when set away from what runs did before
     # them, so those runs keep their ids (and a rerun still finds their records).
@@ -55,10 +65,15 @@ def semantic_config(cfg: DictConfig) -> dict:
 def run_id(cfg: DictConfig) -> str:
     digest = hashlib.sha256(json.dumps(semantic_config(cfg), sort_keys=True).encode()).hexdigest()[:10]
     rank = "" if cfg.rank is None else f"-r{cfg.rank}"
-    return f"{cfg.method.name}{rank}-{cfg.model.name}-{cfg.dataset.name}-s{cfg.seed}-{digest}"
+    return f"{cfg.method.name}{rank}-{slug(cfg.model.name)}-{slug(cfg.dataset.name)}-s{cfg.seed}-{digest}"
 
 
 def record_path(results_dir: str, rid: str) -> str:
+    """`<results>/<rid>/result.json`; refuses any run id that would put it outside `results_dir`."""
+    root = os.path.realpath(results_dir)
+    folder = os.path.realpath(os.path.join(root, rid))
+    if os.path.dirname(folder) != root or os.path.basename(folder) != rid:
+        raise ValueError(f"run id {rid!r} is not one folder name inside {results_dir}")
     return os.path.join(results_dir, rid, "result.json")
 
 
@@ -110,10 +125,66 @@ def write_json_atomic(path: str, payload: dict) -> None:
         raise
 
 
+# `key=value` as Hydra writes overrides (overrides.yaml, hydra.yaml's task list and override_dirname).
+_OVERRIDE = re.compile(r"(?P<key>[+~]{0,2}[\w.\-/@]+)=(?P<value>[^,]*)")
+REDACTED = "<redacted>"
+
+
+# What a record cannot lose: the run's coordinates, outcome, metrics and timing (a few KB). On a full
+# disk the record is written with these alone (write_record).
+ESSENTIAL_FIELDS = ("schema", "run_id", "status", "method", "rank", "model", "dataset", "seed", "health", "error",
+                    "metrics", "params", "timing", "notes")
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+class RecordNotWritten(OSError):
+    """Neither the record nor its essentials could be written: the caller prints the record instead."""
+
+
+def write_record(path: str, record: dict) -> dict:
+    """Write the record; on a full disk write its essentials (ESSENTIAL_FIELDS), marked `truncated`.
+
+    Returns what was written. Raises RecordNotWritten when even that fails, so that the caller can keep
+    the record in its output, where a full disk cannot take it away.
+    """
+    try:
+        write_json_atomic(path, record)
+        return record
+    except OSError as err:
+        if err.errno not in NO_SPACE:
+            raise RecordNotWritten(err.errno, f"cannot write {path}: {err.strerror}") from err
+        reason = err.strerror
+    small = {k: record[k] for k in ESSENTIAL_FIELDS if k in record}
+    small["truncated"] = f"disk full ({reason}) writing the full record: only {', '.join(small)} were kept"
+    try:
+        write_json_atomic(path, small)
+    except OSError as err:
+        raise RecordNotWritten(err.errno, f"cannot write {path}, not even its essentials: {err.strerror}") from err
+    return small
+
+
+def scrub_overrides(text: str) -> str:
+    """Redact the value of every `key=value` override whose last key part names a credential."""
+    def redact(match):
+        key = match["key"].rsplit(".", 1)[-1]
+        return f"{match['key']}={REDACTED}" if SECRET_KEY.search(key) else match[0]
+    return _OVERRIDE.sub(redact, text)
+
+
+def scrub_hydra(value):
+    """scrub_secrets, and the overrides inside strings: for what Hydra writes (.hydra/*.yaml, argv)."""
+    value = scrub_secrets(value)
+    if isinstance(value, dict):
+        return {k: scrub_hydra(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [scrub_hydra(v) for v in value]
+    return scrub_overrides(value) if isinstance(value, str) else value
+
+
 def scrub_secrets(value):
     """Drop values whose key names a credential, at any depth."""
     if isinstance(value, dict):
-        return {k: ("<redacted>" if SECRET_KEY.search(str(k)) and v is not None else scrub_secrets(v))
+        return {k: (REDACTED if SECRET_KEY.search(str(k)) and v is not None else scrub_secrets(v))
                 for k, v in value.items()}
     if isinstance(value, list):
         return [scrub_secrets(v) for v in value]

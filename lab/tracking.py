@@ -21,6 +21,7 @@ import logging
 import os
 import re
 import statistics
+import sys
 import tempfile
 
 import wandb
@@ -28,7 +29,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from lab.record import scrub_secrets
+from lab.record import scrub_overrides, scrub_secrets
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +140,18 @@ def record_from_summary(summary: dict) -> dict:
     return record
 
 
+@contextlib.contextmanager
+def redacted_argv():
+    """W&B records the command line (its run's `args`, uploaded on sync): it reads sys.argv during
+    init, so a token given as an override is redacted there for that while."""
+    saved = sys.argv
+    sys.argv = [scrub_overrides(arg) for arg in saved]
+    try:
+        yield
+    finally:
+        sys.argv = saved
+
+
 class Tracker:
     """Opens one W&B run per job and always closes it, so multirun jobs never merge."""
 
@@ -156,13 +169,15 @@ class Tracker:
             run, self.group = wandb_id(run_id), cfg.logger.group or group or run_id
             if self.mode == "offline":
                 supersede_offline_runs(run)
-            self.run = wandb.init(
-                project=cfg.logger.project, entity=cfg.logger.entity, mode=self.mode,
-                name=f"{cfg.method.name}{rank}-{cfg.model.name}-{cfg.dataset.name}-s{cfg.seed}",
-                group=self.group, id=run, resume="allow",
-                tags=[str(cfg.method.name), cfg.model.name, cfg.dataset.name, *cfg.logger.tags],
-                config=config, reinit="finish_previous", settings=wandb.Settings(silent=True),
-            )
+            with redacted_argv():
+                self.run = wandb.init(
+                    project=cfg.logger.project, entity=cfg.logger.entity, mode=self.mode,
+                    name=f"{cfg.method.name}{rank}-{cfg.model.name}-{cfg.dataset.name}-s{cfg.seed}",
+                    group=self.group, id=run, resume="allow",
+                    tags=[str(cfg.method.name), cfg.model.name, cfg.dataset.name, *cfg.logger.tags],
+                    config=config, reinit="finish_previous",
+                    settings=wandb.Settings(silent=True, init_timeout=cfg.logger.init_timeout),
+                )
             self.run_path = self.run.path
         except Exception as err:  # W&B down, bad key, no network: keep training, note it.
             self.error = f"wandb.init failed: {type(err).__name__}: {err}"

@@ -5,15 +5,20 @@
     lab-train -m method=lora,qlora rank=1,4,16  # a sweep (Hydra multirun)
 
 A job never raises into Hydra: a failure is recorded (`failed` / `oom` / `diverged`) and the
-launcher goes on with the next job. An invalid config fails before any model is built. A run of
-several processes (lab.distributed) is recorded by rank 0; a process whose run fails exits with status
-1 after the record is written, so that the launcher stops the others.
+launcher goes on with the next job. An invalid config fails before any model is built. A single run
+exits with EXIT_CODES[status] once its record is written, so a script or a SLURM array can tell a
+failure from success; a job of a sweep returns its record instead and the sweep goes on. Every
+process of a multi-process run (lab.distributed) whose run fails exits the same way, so that the
+launcher stops the others.
 """
 
 from __future__ import annotations
 
+import glob
+import json
 import logging
 import os
+import shutil
 import sys
 import time
 import traceback
@@ -21,7 +26,7 @@ import traceback
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from lab import distributed
 from lab import record as rec
@@ -29,20 +34,49 @@ from lab.config import ConfigError, check_results_writable, validate
 from lab.paths import CONF_DIR
 
 log = logging.getLogger("lab")
+# The exit status of `lab-train` for one run (README, "Exit codes"): 0 for ok and for a run skipped
+# as finished or held by another worker.
+EXIT_CODES = {"failed": 1, "invalid-config": 2, "oom": 3, "diverged": 4, "record-lost": 5}
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
 def main(cfg: DictConfig) -> dict | None:
+    redact_hydra_files()
     try:
         record = run(cfg)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         if not _in_multirun():
-            sys.exit(2)
+            sys.exit(EXIT_CODES["invalid-config"])
         return None  # a sweep goes on with its other jobs
-    if record.get("status") in ("failed", "oom", "diverged") and int(os.environ.get("WORLD_SIZE", 1)) > 1:
-        sys.exit(1)  # the launcher then stops the other processes, which would wait for this one forever
+    except RecordLost as err:
+        print(f"error: {err}", file=sys.stderr)
+        if not _in_multirun():
+            sys.exit(EXIT_CODES["record-lost"])
+        return {"run_id": err.run_id, "status": "record-lost", "error": str(err)}
+    code = EXIT_CODES.get(record.get("status"), 0)
+    # In a sweep the record goes back to the sweeper, which goes on and names the failed jobs; a
+    # multi-process run exits even then, or the other processes would wait for this one forever.
+    if code and (not _in_multirun() or int(os.environ.get("WORLD_SIZE", 1)) > 1):
+        sys.exit(code)
     return record
+
+
+def redact_hydra_files() -> None:
+    """Hydra saved the job's config and overrides (`.hydra/*.yaml`) before calling the app: a token
+    given on the command line is redacted there as in the record (lab.record.scrub_hydra)."""
+    try:
+        hc = HydraConfig.get()
+    except ValueError:
+        return  # called without Hydra (tests, the benchmark): nothing was saved
+    if not hc.output_subdir:
+        return
+    folder = os.path.join(hc.runtime.output_dir, hc.output_subdir)
+    for path in glob.glob(os.path.join(folder, "*.yaml")):
+        saved = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+        scrubbed = rec.scrub_hydra(saved)
+        if scrubbed != saved:
+            OmegaConf.save(OmegaConf.create(scrubbed), path)
 
 
 def run(cfg: DictConfig) -> dict:
@@ -81,8 +115,22 @@ def run(cfg: DictConfig) -> dict:
             return existing
         if existing is None and os.path.exists(path):
             log.warning("unreadable record at %s (corrupt or from an older version): rerunning", path)
-        return run_and_record(recipe.FineTune(cfg, device, rid, launched, group=tracking.sweep_group(cfg)), path,
-                              started)
+        try:
+            return run_and_record(recipe.FineTune(cfg, device, rid, launched, group=tracking.sweep_group(cfg)),
+                                  path, started)
+        except ConfigError:
+            remove_if_unused(os.path.dirname(path))
+            raise
+
+
+def remove_if_unused(folder: str) -> None:
+    """Remove a run folder that holds only its lock (and empty folders): an input error found after
+    the lock (a CSV's labels, a missing file) trained nothing, and the analysis would call the empty
+    folder a killed run."""
+    for root, _, files in os.walk(folder):
+        if any(name != ".lock" or root != folder for name in files):
+            return
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def run_and_record(job, path: str, started: float) -> dict:
@@ -109,14 +157,30 @@ def run_and_record(job, path: str, started: float) -> dict:
     if not job.launched.is_main:
         job.close({})
         return record
-    write_traceback(os.path.join(os.path.dirname(path), "traceback.txt"), failure)
     record["timing"] = {**record.get("timing", {}), "wall_seconds": round(time.time() - started, 3)}
     record["provenance"] = job.provenance()
     record["config"] = job.config
     record["logging"] = job.close(record)  # the whole record goes to W&B: summary and result.json
-    rec.write_json_atomic(path, record)
-    print(summary(record, path))
-    return record
+    # The record first: on a full disk, it is what a run that trained must not lose.
+    try:
+        written = rec.write_record(path, record)
+    except rec.RecordNotWritten as err:
+        print(json.dumps(record, default=str))
+        raise RecordLost(job.run_id, f"{err.strerror}; the record went to standard output as one JSON line") from None
+    try:
+        write_traceback(os.path.join(os.path.dirname(path), "traceback.txt"), failure)
+    except OSError as err:
+        log.warning("traceback of %s not kept (%s): %s", job.run_id, err.strerror, failure)
+    print(summary(written, path))
+    return written
+
+
+class RecordLost(Exception):
+    """A run's record could not be written anywhere on disk (it went to the output instead)."""
+
+    def __init__(self, run_id: str, message: str):
+        super().__init__(message)
+        self.run_id = run_id
 
 
 def write_traceback(path: str, failure: str | None) -> None:

@@ -73,7 +73,7 @@ def test_out_of_memory_at_the_allocation_site_is_recorded_as_oom(tmp_path):
             "dataset.sizes.train=2000", "trainer.max_steps=2", f"paths.results={tmp_path}"]
     proc = subprocess.run([sys.executable, "-m", "lab", *args], cwd=ROOT, preexec_fn=cap_memory,
                           capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.returncode == 3, proc.stderr[-2000:]  # lab.train.EXIT_CODES["oom"]
     [path] = tmp_path.glob("*/result.json")
     stored = json.loads(path.read_text())
     assert stored["status"] == "oom"

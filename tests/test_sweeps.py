@@ -119,7 +119,7 @@ def test_sweep_with_failing_jobs_records_them_and_goes_on(tmp_path_factory):
     diverged = next(r for r in found.values() if r["status"] == "diverged")
     assert "nan" in diverged["error"].lower()
     failed = next(r for r in found.values() if r["status"] == "failed")
-    assert "no-such-schedule" in failed["error"]
+    assert "reduce_lr_on_plateau requires an eval strategy" in failed["error"]
     counts = summary(sweep["sweep_dir"])["counts"]
     assert counts == {"ok": TINY_OK, "diverged": 1, "failed": 1, "invalid-config": 1}
     assert "rank=0" in sweep["output"] and "invalid-config" in sweep["output"]

@@ -43,7 +43,11 @@ def split_sizes(runs: pd.DataFrame) -> str:
 
 def training_length(runs: pd.DataFrame) -> str:
     lines = []
-    for (steps, batch), group in runs.groupby(["config.trainer.max_steps", "config.trainer.batch_size"]):
+    # A run that epochs decide has no max_steps of its own (lab.config: -1).
+    by_epochs = runs.get("config.trainer.epochs", pd.Series(None, index=runs.index, dtype=float)).notna()
+    for (epochs, batch), group in runs[by_epochs].groupby(["config.trainer.epochs", "config.trainer.batch_size"]):
+        lines.append(f"{epochs:g} epochs x batch {int(batch)}")
+    for (steps, batch), group in runs[~by_epochs].groupby(["config.trainer.max_steps", "config.trainer.batch_size"]):
         train = pd.to_numeric(group.get("splits.train"), errors="coerce").dropna()
         epochs = f" = {steps * batch / train.iloc[0]:.2f} epochs of {int(train.iloc[0]):,} rows" if len(train) else ""
         lines.append(f"{int(steps)} steps x batch {int(batch)} = {int(steps * batch):,} samples{epochs}")

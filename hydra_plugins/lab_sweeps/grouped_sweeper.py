@@ -46,7 +46,7 @@ from hydra.core.utils import JobReturn
 from omegaconf import OmegaConf
 
 from analysis import selection
-from lab.record import write_json_atomic
+from lab.record import scrub_hydra, scrub_overrides, write_json_atomic
 
 log = logging.getLogger(__name__)
 SUMMARY_FILE = "sweep_summary.json"
@@ -89,7 +89,9 @@ class GroupedSweeper(BasicSweeper):
         jobs = expand(self.params, self.groups, arguments, self.hydra_context.config_loader)
         self.sweep_dir = self.config.hydra.sweep.dir
         os.makedirs(self.sweep_dir, exist_ok=True)
-        OmegaConf.save(self.config, os.path.join(self.sweep_dir, "multirun.yaml"))
+        # Redacted as the jobs' .hydra/*.yaml: a token given as an override is not written anywhere.
+        OmegaConf.save(OmegaConf.create(scrub_hydra(OmegaConf.to_container(self.config, resolve=False))),
+                       os.path.join(self.sweep_dir, "multirun.yaml"))
         log.info("sweep: %d jobs in %d group(s) -> %s", len(jobs), len(self.groups), self.sweep_dir)
         self.grid_jobs = len(jobs)
         self.launch_all(jobs)
@@ -170,7 +172,9 @@ def outcome(overrides, result: JobReturn) -> dict:
 def write_summary(sweep_dir: str, outcomes: List[dict], total: int, grid_jobs: Optional[int] = None,
                   unbracketed: Optional[List[str]] = None) -> None:
     counts = dict(Counter(o["status"] for o in outcomes))
-    summary = {"jobs_total": total, "grid_jobs": grid_jobs, "counts": counts, "jobs": outcomes}
+    # The jobs' overrides stay real in memory (bracketing rounds reuse them); the file is redacted.
+    jobs = [{**o, "overrides": [scrub_overrides(x) for x in o["overrides"]]} for o in outcomes]
+    summary = {"jobs_total": total, "grid_jobs": grid_jobs, "counts": counts, "jobs": jobs}
     if unbracketed is not None:
         summary["unbracketed"] = unbracketed
     write_json_atomic(os.path.join(sweep_dir, SUMMARY_FILE), summary)
@@ -253,4 +257,5 @@ def report(outcomes: List[dict]) -> None:
     log.info("sweep done: %d jobs: %s", len(outcomes), ", ".join(f"{n} {s}" for s, n in counts.most_common()))
     for o in outcomes:
         if o["status"] != "ok":
-            log.warning("  %s: %s%s", o["status"], " ".join(o["overrides"]), f" ({o['error']})" if o["error"] else "")
+            overrides = " ".join(map(scrub_overrides, o["overrides"]))
+            log.warning("  %s: %s%s", o["status"], overrides, f" ({o['error']})" if o["error"] else "")

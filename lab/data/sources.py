@@ -121,7 +121,24 @@ def label_order(rows: list[dict], dcfg: DictConfig, known: list[str] | None, whe
     if known:
         return list(known)
     numeric = all(_is_number(label) for label in found)
-    return sorted(found, key=float if numeric else str)
+    if numeric:
+        _one_form_per_number(found, where)
+    names = sorted(found, key=float if numeric else str)
+    if len(names) < 2:
+        raise ConfigError("dataset.columns.label", (dcfg.columns or {}).get("label", "label"),
+                          f"a column with at least 2 distinct labels; every row of {where} has {names[0]!r}")
+    return names
+
+
+def _one_form_per_number(labels: set[str], where: str) -> None:
+    """`1` and `1.0` would be two classes of one value: the file must spell each label one way."""
+    by_value: dict[float, list[str]] = {}
+    for label in labels:
+        by_value.setdefault(float(label), []).append(label)
+    clashes = [sorted(forms) for forms in by_value.values() if len(forms) > 1]
+    if clashes:
+        raise ConfigError("dataset.columns.label", ", ".join(clashes[0]),
+                          f"one spelling per label; {where} writes one value as {' and '.join(clashes[0])}")
 
 
 def _is_number(text: str) -> bool:
@@ -244,7 +261,7 @@ def read_file(dcfg: DictConfig) -> list[dict]:
     fmt = dcfg.format or FILE_FORMATS.get(os.path.splitext(path)[1].lower())
     if fmt not in FILE_FORMATS.values():
         raise ConfigError("dataset.format", dcfg.format, "one of " + ", ".join(FILE_FORMATS.values()))
-    with open(path, encoding="utf-8-sig", newline="") as f:
+    with io.StringIO(_decode(path, dcfg.path), newline="") as f:
         if fmt == "jsonl":
             records = []
             for number, line in enumerate(f, 1):
@@ -258,10 +275,34 @@ def read_file(dcfg: DictConfig) -> list[dict]:
                     raise ConfigError("dataset.path", dcfg.path, f"one JSON object per line; line {number} is not")
                 records.append(record)
         else:
-            records = list(csv.DictReader(f, delimiter="\t" if fmt == "tsv" else ","))
+            records = _read_csv(f, fmt, dcfg.path)
     if not records:
         raise ConfigError("dataset.path", dcfg.path, f"a {fmt} file with at least one row (this one is empty)")
     return records
+
+
+def _decode(path: str, given: str) -> str:
+    """The file's text as UTF-8 (a byte-order mark dropped); an error names the line and the byte."""
+    with open(path, "rb") as f:
+        raw = f.read()
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = raw[:err.start].count(b"\n") + 1
+        raise ConfigError("dataset.path", given,
+                          f"a UTF-8 text file; byte offset {err.start} (0x{raw[err.start]:02x}, line {line}) is not "
+                          f"UTF-8 ({err.reason}); re-save it as UTF-8, e.g. iconv -f latin1 -t utf-8") from None
+
+
+def _read_csv(f, fmt: str, given: str) -> list[dict]:
+    """The rows of a CSV/TSV file; a cell over csv's field limit (128 KiB) is an error naming its line."""
+    rows: list[dict] = []
+    try:
+        rows.extend(csv.DictReader(f, delimiter="\t" if fmt == "tsv" else ","))
+    except csv.Error as err:
+        raise ConfigError("dataset.path", given, f"a {fmt} file whose cells are at most {csv.field_size_limit()} "
+                          f"characters; data row {len(rows) + 1} (after the header): {err}") from None
+    return rows
 
 
 # ---- the Hugging Face hub ------------------------------------------------------------------------

@@ -5,6 +5,7 @@
     estimate.py     the same categories from the architecture alone, on the meta device
     activations.py  the per-family formulas for the saved activations
     compare.py      the estimate beside a run's ledger
+    preflight.py    the estimated peak against the device's free memory, before a run loads anything
 
 GB = 1e9 bytes and GiB = 2**30 bytes wherever a table converts, and it says which.
 """
