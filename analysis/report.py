@@ -123,7 +123,9 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error("--out is needed without --sweep")
     sweep_folder = args.sweep if not args.sweep or os.path.isdir(args.sweep) else os.path.dirname(args.sweep)
     out = args.out or os.path.join("reports", os.path.basename(os.path.normpath(sweep_folder)))
-    title = args.title or f"Report: {args.sweep or args.results}"
+    # The sweep's own name (its folder), not where this machine keeps it.
+    named = os.path.basename(os.path.normpath(sweep_folder)) if args.sweep else args.results
+    title = args.title or f"Report: {named}"
     built = build(collection, out, title, args.metric, sweep, notes)
     print(built["main_table"].to_markdown(index=False))
     if len(built["ledger"]):
