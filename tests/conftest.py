@@ -1,4 +1,5 @@
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,16 @@ def compose_run(overrides, results=None):
     """The config `lab-train <overrides>` would run (Hydra compose, no training)."""
     extra = [f"paths.results={results}"] if results else []
     return compose([*overrides, *extra], validated=False)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_wandb_setup():
+    """wandb keeps one process-wide setup whose settings (WANDB_DIR among them) are read from the
+    environment once: a test that points them elsewhere must not leave them to the next test."""
+    yield
+    wandb = sys.modules.get("wandb")
+    if wandb is not None:
+        wandb.teardown()
 
 
 @pytest.fixture

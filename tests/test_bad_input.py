@@ -394,7 +394,8 @@ def test_wandb_without_network_gives_up_after_its_timeout_and_the_run_goes_on(tm
     record = run(compose_run([*BASE, "logger=wandb", "logger.init_timeout=3"], results=tmp_path / "results"))
     assert time.time() - started < 60  # W&B's own default would wait 90 s
     assert record["status"] == "ok" and record["logging"]["mode"] == "online"
-    assert "wandb.init failed" in record["logging"]["error"] and "Timed out" in record["logging"]["error"]
+    # Offline mode never gets here: W&B either times out or, asking whether the run id resumes, is refused.
+    assert record["logging"]["error"].startswith("wandb.init failed")
 
 
 def test_a_checkpoint_without_room_stops_the_run_before_writing_half_of_it(tmp_path, monkeypatch):

@@ -9,7 +9,7 @@ import pytest
 from hydra_plugins.lab_sweeps.progress import FOLDER, Watcher, clock
 from sweep_helpers import finish, lab_multirun
 
-TWO_JOBS = "hydra.sweeper.groups=[{method:lora,rank:2},{method:lora,rank:2,trainer.lr_scheduler:no-such-schedule}]"
+TWO_JOBS = "hydra.sweeper.groups=[{method:lora,rank:2},{method:lora,rank:2,trainer.lr_scheduler:reduce_lr_on_plateau}]"
 TOTALS = re.compile(r"^\[sweep (\d+)/(\d+) done, (\d+) running, (\d+) failed, (\d+) left \| \d+m\d\ds(, ETA \d+m\d\ds)?\] ")
 
 
@@ -21,8 +21,9 @@ def test_each_job_prints_its_start_its_end_and_the_totals(tmp_path, launcher):
     lines = [line for line in output.splitlines() if TOTALS.match(line)]
     assert any(line.endswith("started seed=0 method=lora rank=2") for line in lines), output[-3000:]
     finished = [line for line in lines if "] finished seed=0 method=lora rank=2: test_accuracy " in line]
-    failed = [line for line in lines if "] FAILED seed=0 method=lora rank=2 trainer.lr_scheduler=no-such-schedule: failed: "
-                                             "ValueError: " in line]
+    # A scheduler that needs evaluation, given none: valid config, refused by transformers at setup.
+    failed = [line for line in lines if "] FAILED seed=0 method=lora rank=2 trainer.lr_scheduler=reduce_lr_on_plateau: "
+                                             "failed: " in line]
     assert len(finished) == 1 and len(failed) == 1, "\n".join(lines)
     assert re.search(r" in \d+ s$", finished[0])
     done, total, running, failures, left = map(int, TOTALS.match(lines[-1]).groups()[:5])

@@ -26,7 +26,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from lab.record import write_json_atomic
+from lab.record import scrub_hydra, scrub_overrides, write_json_atomic
 
 FOLDER = ".progress"
 SUMMARY_FILE = "sweep_summary.json"
@@ -74,7 +74,9 @@ def _state_path(config: DictConfig) -> str:
 
 
 def write_state(config: DictConfig, state: dict) -> None:
-    write_json_atomic(_state_path(config), {"num": int(config.hydra.job.num), "job": job_name(config), **state})
+    # A token given as an override stays out of the state file, as out of every file the suite writes.
+    write_json_atomic(_state_path(config), scrub_hydra({"num": int(config.hydra.job.num), "job": job_name(config),
+                                                        **state}))
 
 
 def job_name(config: DictConfig) -> str:
@@ -85,8 +87,9 @@ def job_name(config: DictConfig) -> str:
     except (OSError, AttributeError):
         saved = []
     shared = {o.replace(" ", "") for o in saved}  # Hydra gives a job `{a:1,b:2}` for a typed `{a: 1, b: 2}`
+    # multirun.yaml holds the overrides redacted: compare them so.
     own = [o for o in config.hydra.overrides.task
-           if o.replace(" ", "") not in shared and not o.startswith(("paths.", "hydra."))]
+           if scrub_overrides(o).replace(" ", "") not in shared and not o.startswith(("paths.", "hydra."))]
     return " ".join(own) or f"job {config.hydra.job.num}"
 
 
