@@ -71,6 +71,16 @@ def to_html(text: str, title: str, folder: str) -> str:
             f"<style>{STYLE}</style></head><body>\n{body}</body></html>\n")
 
 
+def publish(text: str, folder: str, name: str) -> str:
+    """Print a generated Markdown file and write it into `folder`; return its path."""
+    print(text)
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, name)
+    with open(path, "w") as f:
+        f.write(text)
+    return path
+
+
 def write(folder: str, title: str, sections: list[Section]) -> dict[str, str]:
     """report.md and report.html in `folder` (figures must already be there)."""
     os.makedirs(folder, exist_ok=True)

@@ -21,10 +21,12 @@ import pandas as pd
 import torch
 import yaml
 
+from analysis import published_memory
+from analysis.authors import REFERENCE, authors_dtypes
+from analysis.document import publish
 from lab.memory import budget, gpus
 from lab.memory import estimate as accounting
 
-REFERENCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "reference")
 GB = 1e9
 MODELS = {"llama2-7b": "7B", "llama2-13b": "13B", "llama-65b": "65B", "llama2-70b": "70B"}
 METHODS = ("full", "lora", "qlora")
@@ -162,18 +164,6 @@ def held48(nbytes: float) -> str:
            f"a {card.gb:g} GB card"
 
 
-def authors_dtypes(plan) -> None:
-    """Recast a QLoRA plan as the authors' qlora.py does with --bf16 (on the meta device)."""
-    for name, module in plan.model.named_modules():
-        if hasattr(module, "lora_A"):
-            for adapters in (module.lora_A, module.lora_B):
-                for param in adapters.parameters():
-                    param.data = param.data.to(torch.bfloat16)
-        elif ("lm_head" in name or "embed_tokens" in name) and getattr(module, "weight", None) is not None:
-            if module.weight.dtype == torch.float32:
-                module.weight.data = module.weight.data.to(torch.bfloat16)
-
-
 def summary(results: dict) -> list[str]:
     with open(os.path.join(REFERENCE, "seed_tables.yaml")) as f:
         seed = {r["method"]: r for r in yaml.safe_load(f)["summary_comparison"]["rows"]}
@@ -230,18 +220,11 @@ def main(argv: list[str] | None = None) -> None:
     doc += ["", "## The seed's summary comparison, from these numbers (7B)", ""] + summary(results)
     doc += ["", "## What bitsandbytes stores per 4-bit parameter (a real Linear4bit, quantized on the CPU)", ""]
     doc += four_bit_storage()
-    # imported here: published_memory reuses this module's reference folder and the authors' dtypes
-    from analysis import published_memory
 
     doc += ["", "## Published measurements beside the estimates", "",
             "Also written alone by `python -m analysis published-memory` (reports/published_memory.md).", ""]
     doc += [f"- {n}" for n in published_memory.NOTES[:3]] + ["", published_memory.as_markdown(
         published_memory.table())]
-    text = "\n".join(doc) + "\n"
-    print(text)
-    os.makedirs(args.out, exist_ok=True)
-    path = os.path.join(args.out, "memory_table.md")
-    with open(path, "w") as f:
-        f.write(text)
+    path = publish("\n".join(doc) + "\n", args.out, "memory_table.md")
     print(f"written {path} in {time.time() - started:.1f} s")
 

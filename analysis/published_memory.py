@@ -20,7 +20,8 @@ import pandas as pd
 import torch
 import yaml
 
-from analysis.memory_table import REFERENCE, authors_dtypes
+from analysis.authors import REFERENCE, authors_dtypes
+from analysis.document import publish
 from lab.memory import budget, gpus
 from lab.memory import estimate as accounting
 
@@ -267,10 +268,4 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="reports", help="output folder (default: reports)")
     args = parser.parse_args(argv)
-    text = markdown(table())
-    print(text)
-    os.makedirs(args.out, exist_ok=True)
-    path = os.path.join(args.out, "published_memory.md")
-    with open(path, "w") as f:
-        f.write(text)
-    print(f"written {path}")
+    print(f"written {publish(markdown(table()), args.out, 'published_memory.md')}")
