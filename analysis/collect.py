@@ -82,7 +82,7 @@ def read_results(results_dir: str) -> tuple[list[dict], list[dict]]:
 def read_wandb(project: str, entity: str | None = None, api=None) -> tuple[list[dict], list[dict]]:
     """(records, problems) from a W&B project: each run's config and summary (`wandb_record`)."""
     if api is None:
-        import wandb
+        import wandb  # only when W&B runs are read
 
         api = wandb.Api()
     records, problems = [], []
@@ -96,7 +96,7 @@ def read_wandb(project: str, entity: str | None = None, api=None) -> tuple[list[
 def read_wandb_dir(wandb_dir: str) -> tuple[list[dict], list[dict]]:
     """(records, problems) from a local `wandb/` folder: the offline runs `wandb sync` would upload,
     decoded from their `.wandb` files (analysis.wandb_files). Report runs are no records: left out."""
-    from analysis.wandb_files import read_dir
+    from analysis.wandb_files import read_dir  # imports wandb: only when W&B runs are read
 
     records, problems = [], []
     for run in read_dir(wandb_dir):

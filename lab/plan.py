@@ -100,7 +100,7 @@ def plan_row(cfg: DictConfig) -> dict:
     run, opts = options(cfg)
     card = gpus.gpu(opts["gpu"]) if opts["gpu"] else None  # before torch loads: a typo answers at once
     run = run_config(run, opts)
-    from lab.memory import budget
+    from lab.memory import budget  # torch: loaded only once the config and the GPU name are checked
     from lab.memory import estimate as estimator
 
     plan = estimator.Plan(run, "cuda")
@@ -173,7 +173,7 @@ def ordered(byte_columns: list[str]) -> list[str]:
     """Weights first (frozen, then trainable; 4-bit before the rest), then the budget's own order."""
     weights = sorted((c for c in byte_columns if c.startswith("weights:")),
                      key=lambda c: ("trainable" in c, "4-bit" not in c, c))
-    from lab.memory import budget
+    from lab.memory import budget  # torch: as in plan_row
 
     rest = [c for c in budget.ORDER if c in byte_columns]
     return weights + rest + [c for c in byte_columns if c not in weights and c not in rest]
@@ -209,7 +209,7 @@ def _optional(column: str) -> bool:
 def grid(frame: pd.DataFrame, byte_columns: list[str]) -> pd.DataFrame:
     """Several configurations: a row each, bytes as GB with two decimals, the weights as one column
     (csv and json keep every storage apart)."""
-    from lab.memory import budget
+    from lab.memory import budget  # torch: as in plan_row
 
     table = frame.drop(columns=["total params"]).copy()
     weights = [c for c in byte_columns if c.startswith("weights:")]
@@ -223,7 +223,7 @@ def grid(frame: pd.DataFrame, byte_columns: list[str]) -> pd.DataFrame:
 
 
 def notes(frame: pd.DataFrame, fmt: str) -> list[str]:
-    from lab.memory import budget
+    from lab.memory import budget  # torch: as in plan_row
 
     row = frame.iloc[0]
     lines = [f"Smallest GPU: {row['smallest GPU']}." if len(frame) == 1 else ""]

@@ -16,6 +16,7 @@ import socket
 from urllib.parse import urlparse
 
 import torch
+from huggingface_hub import constants
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
 
 from lab.errors import ConfigError
@@ -59,8 +60,6 @@ def read_architecture(source: str, cache_dir: str | None = None) -> tuple[str, d
 
 def hub_unreachable(timeout: float = 3.0) -> str | None:
     """Why the hub cannot be asked (offline mode, no connection), or None when it can."""
-    from huggingface_hub import constants
-
     if constants.HF_HUB_OFFLINE:
         return "HF_HUB_OFFLINE is set"
     url = urlparse(constants.ENDPOINT)
