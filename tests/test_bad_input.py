@@ -313,8 +313,10 @@ def test_a_resumed_run_times_only_its_own_steps_and_averages_the_loss_over_all(t
     assert (timing["train_steps"], timing["timed_steps"], timing["resumed_at_step"]) == (10, 5, 5)
     # synthetic-cls rows are 24 words + [CLS] and [SEP]: 16 rows x 26 tokens a step
     assert (timing["train_tokens"], timing["timed_tokens"]) == (10 * 16 * 26, 5 * 16 * 26)
-    rate = timing["timed_tokens"] / timing["train_seconds"]
-    assert timing["train_tokens_per_second"] == pytest.approx(rate, rel=1e-3)
+    # train_seconds is kept to the millisecond: on a fast machine five steps take well under a second.
+    seconds = timing["train_seconds"]
+    assert timing["train_tokens_per_second"] == pytest.approx(timing["timed_tokens"] / seconds,
+                                                              rel=max(1e-3, 0.0006 / seconds))
     losses = [point["loss"] for point in record["curve"] if "loss" in point]
     assert len(losses) == 10
     assert record["metrics"]["train_loss"] == pytest.approx(sum(losses) / 10, abs=1e-3)
