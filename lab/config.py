@@ -20,6 +20,8 @@ from typing import Any, Optional
 from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -415,3 +417,15 @@ def check_results_writable(path: str) -> None:
     if free < MIN_FREE_BYTES:
         raise ConfigError("paths.results", path, f"a directory with at least {MIN_FREE_BYTES // 2**20} MiB free for "
                           f"records and checkpoints (it has {free / 2**20:.1f} MiB)")
+
+
+def hydra_mode() -> RunMode | None:
+    """How Hydra runs this process's job (RUN or MULTIRUN); None outside a Hydra app (tests, the benchmark)."""
+    try:
+        return HydraConfig.get().mode
+    except ValueError:
+        return None
+
+
+def in_multirun() -> bool:
+    return hydra_mode() == RunMode.MULTIRUN

@@ -20,12 +20,10 @@ from typing import Any
 
 import hydra
 import pandas as pd
-from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
-from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from lab.config import ConfigError, validate
+from lab.config import ConfigError, in_multirun, validate
 from lab.memory import gpus  # the catalog and the rule: plain Python, no torch
 from lab.paths import CONF_DIR
 
@@ -41,10 +39,10 @@ def app(cfg: DictConfig) -> dict | None:
         row = plan_row(cfg)
     except (ConfigError, NotImplementedError) as err:
         print(f"error: {err}", file=sys.stderr)
-        if not _multirun():
+        if not in_multirun():
             sys.exit(2)
         return None
-    if not _multirun():
+    if not in_multirun():
         print(render([row], str(cfg.plan.format)))
     return row
 
@@ -254,7 +252,7 @@ class GridTable(Callback):
         self.format = "text"
 
     def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
-        if HydraConfig.get().mode == RunMode.MULTIRUN:
+        if in_multirun():
             self.format = str(config.plan.format)
             value = getattr(job_return, "_return_value", None)
             if isinstance(value, dict):
@@ -267,13 +265,6 @@ class GridTable(Callback):
         if self.failed:
             print(f"{self.failed} of {self.failed + len(self.rows)} configurations could not be planned "
                   "(their errors are above)", file=sys.stderr)
-
-
-def _multirun() -> bool:
-    try:
-        return HydraConfig.get().mode == RunMode.MULTIRUN
-    except ValueError:
-        return False
 
 
 if __name__ == "__main__":

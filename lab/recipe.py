@@ -22,7 +22,6 @@ from datetime import datetime, timezone
 import bitsandbytes as bnb
 import datasets
 import torch
-from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from transformers import PrinterCallback, Trainer, TrainerState, TrainingArguments, set_seed
@@ -32,6 +31,7 @@ from transformers.utils import logging as hf_logging
 
 from lab import distributed, evaluation, health, methods, models
 from lab.callbacks import DivergenceGuard, Diverged, SpaceGuard, StepTimer
+from lab.config import hydra_mode
 from lab.data import load_task_data
 from lab.data.encode import collator, tokenize
 from lab.decisions import choose_optimizer, compute_dtype, precision, resolve_device
@@ -356,10 +356,7 @@ def training_arguments(cfg: DictConfig, device: str, rid: str, report_to: list[s
 def _single_run_on_a_terminal() -> bool:
     """The Trainer's progress bar shows for one `lab-train` run at a terminal; a multirun prints a line
     per job instead (hydra_plugins/lab_sweeps/progress.py), and the benchmark, not a Hydra app, none."""
-    try:
-        return HydraConfig.get().mode == RunMode.RUN and sys.stderr.isatty()
-    except ValueError:
-        return False
+    return hydra_mode() == RunMode.RUN and sys.stderr.isatty()
 
 
 def is_out_of_memory(err: BaseException) -> bool:

@@ -26,9 +26,9 @@ import tempfile
 
 import wandb
 from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from lab.config import in_multirun
 from lab.record import scrub_overrides, scrub_secrets
 
 log = logging.getLogger(__name__)
@@ -71,15 +71,12 @@ def wandb_id(run_id: str) -> str:
 def sweep_group(cfg: DictConfig) -> str | None:
     """A multirun's W&B group: `sweep.name`, else `sweep-<hash of the command's overrides>` (the same
     for a rerun of the same command, unlike the sweep folder's clock-time name); None for one run."""
-    try:
-        hc = HydraConfig.get()
-    except ValueError:
-        return None
-    if hc.mode != RunMode.MULTIRUN:
+    if not in_multirun():
         return None
     name = OmegaConf.select(cfg, "sweep.name")
     if name:
         return str(name)
+    hc = HydraConfig.get()
     return "sweep-" + _overrides_hash(_sweep_overrides(hc.sweep.dir, list(hc.overrides.task)))
 
 

@@ -25,12 +25,11 @@ import traceback
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from lab import distributed
 from lab import record as rec
-from lab.config import ConfigError, check_results_writable, validate
+from lab.config import ConfigError, check_results_writable, in_multirun, validate
 from lab.paths import CONF_DIR
 
 log = logging.getLogger("lab")
@@ -46,18 +45,18 @@ def main(cfg: DictConfig) -> dict | None:
         record = run(cfg)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
-        if not _in_multirun():
+        if not in_multirun():
             sys.exit(EXIT_CODES["invalid-config"])
         return None  # a sweep goes on with its other jobs
     except RecordLost as err:
         print(f"error: {err}", file=sys.stderr)
-        if not _in_multirun():
+        if not in_multirun():
             sys.exit(EXIT_CODES["record-lost"])
         return {"run_id": err.run_id, "status": "record-lost", "error": str(err)}
     code = EXIT_CODES.get(record.get("status"), 0)
     # In a sweep the record goes back to the sweeper, which goes on and names the failed jobs; a
     # multi-process run exits even then, or the other processes would wait for this one forever.
-    if code and (not _in_multirun() or int(os.environ.get("WORLD_SIZE", 1)) > 1):
+    if code and (not in_multirun() or int(os.environ.get("WORLD_SIZE", 1)) > 1):
         sys.exit(code)
     return record
 
@@ -191,13 +190,6 @@ def write_traceback(path: str, failure: str | None) -> None:
             f.write(failure)
     elif os.path.exists(path):
         os.unlink(path)
-
-
-def _in_multirun() -> bool:
-    try:
-        return HydraConfig.get().mode == RunMode.MULTIRUN
-    except ValueError:
-        return False
 
 
 def summary(record: dict, path: str) -> str:
