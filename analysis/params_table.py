@@ -2,7 +2,7 @@
 
     python -m analysis.params_table [--out reports]
 
-For Llama-2 7B / 13B / 70B and Falcon-180B (lab/conf/model/*.yaml, architectures from their public
+For Llama-2 7B / 13B / 70B and Falcon-180B (conf/model/*.yaml, architectures from their public
 config.json) x LoRA ranks 1, 2, 8, 16, 512, 1024 x target sets qv, attn, all-linear, the model
 is built on the meta device (no weights) and LoRA applied by the suite's own `apply_method`;
 trainable and total are peft's counts, as a run records them. Beside them: the seed's value, the
@@ -85,7 +85,7 @@ def markdown(rows: list[dict]) -> str:
     cells = seed_cells()
     lines = ["# Trainable parameters of LoRA: exact counts beside the seed document's table", "",
              "Counted with peft (the suite's `apply_method` on a meta-device build of each public "
-             "architecture; lab/conf/model/*.yaml name the config.json). Counts are parameters (not bytes); "
+             "architecture; conf/model/*.yaml name the config.json). Counts are parameters (not bytes); "
              "k = 1e3, M = 1e6, B = 1e9. Cells: **ours** (seed's value).", ""]
     for targets in TARGET_SETS:
         lines += [f"## Targets `{targets}`", "", TARGET_MEANING[targets], "",

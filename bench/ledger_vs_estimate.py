@@ -12,7 +12,7 @@ estimate for the same config at the measured step's shape (`lab.memory.compare.e
 Tolerances the tests enforce (`lab.memory.compare`): weights + gradients + optimizer state within
 1%, saved activations within 15%.
 
-The grid of short runs is just runs, and could be a sweep: a `grouped` sweep (lab/conf/sweep,
+The grid of short runs is just runs, and could be a sweep: a `grouped` sweep (sweeps/,
 hydra_plugins/lab_sweeps) with SHORT_RUN's settings, `params` trainer.gradient_checkpointing=false,true,
 and one group per model x {full, adapters} (each group pairing `model` with its synthetic dataset and
 HEAVY batch size, the adapters as `method=lora,qlora rank=4`), then `--records` on its results. The

@@ -1,6 +1,6 @@
 """The config schema, the checks every run passes before a model is built, and composing a config.
 
-Hydra composes the YAML in `lab/conf`; `validate` merges it onto the structured schema below (a
+Hydra composes the YAML in `conf/`; `validate` merges it onto the structured schema below (a
 typo'd key, a wrong type or a value outside an `Enum` fails at once) and then runs the cross-field
 checks that a type cannot express. Every failure is a `ConfigError` naming the key, the value and
 what is allowed. Nothing here imports torch or transformers: a config error answers in a second.

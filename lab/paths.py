@@ -1,7 +1,9 @@
-"""Where the suite's files live: its configs (inside the package), the cache, installed data packages.
+"""Where the suite's files live: its configs, the cache, installed data packages.
 
-The configs ship inside the package (`lab/conf`, sweeps in `lab/conf/sweep`), so a wheel install
-finds them as an editable one does.
+The configs live at the top of the repository (`conf/`, sweeps in `sweeps/`, which `conf/sweep` links
+to so that Hydra sees them as the `sweep` group). A wheel carries the same files inside the package
+(`lab/conf`, `lab/conf/sweep`: setuptools' package-dir mapping in pyproject.toml), so one copy of each
+file serves a checkout, an editable install and a wheel.
 """
 
 from __future__ import annotations
@@ -13,9 +15,17 @@ import re
 from lab.errors import ConfigError
 
 PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def _conf_dir() -> str:
+    """`lab/conf` where a wheel installed it, else the checkout's top-level `conf/`."""
+    installed = os.path.join(PACKAGE_DIR, "conf")
+    return installed if os.path.isdir(installed) else os.path.join(os.path.dirname(PACKAGE_DIR), "conf")
+
+
 # Absolute: the console script imports lab.train as a package module, and Hydra would otherwise look
 # for `conf` as a Python package.
-CONF_DIR = os.path.join(PACKAGE_DIR, "conf")
+CONF_DIR = _conf_dir()
 SETUP = "make setup"
 FETCH = ".venv/bin/lab-fetch"
 VADER = "vaderSentiment==3.3.2"

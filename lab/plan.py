@@ -6,7 +6,7 @@
     lab-plan plan.config=path/to/config.json plan.gpu=RTX-4090      # any model; the largest batch on a card
     lab-plan --format csv ...                                       # csv | json (bytes) | md | text
 
-It composes like lab-train (lab/conf/plan.yaml), builds the model on the meta device with the
+It composes like lab-train (conf/plan.yaml), builds the model on the meta device with the
 method applied (lab.memory.estimate), and prints bytes by category (lab.memory.budget), the peak,
 the headroom rule's allowance and the smallest GPU of the one catalog (lab.memory.gpus). A user's
 mistake is one line on stderr (exit status 2), never a traceback.

@@ -24,7 +24,7 @@ SCHEMA = 1
 STATUSES = ("ok", "failed", "oom", "diverged")
 # Trainer settings that change how a run is observed or saved, not what it learns.
 NON_SEMANTIC_TRAINER_KEYS = ("logging_steps", "eval_steps", "save_steps", "threads", "eval_batch_size")
-# The max_steps every run with trainer.epochs is hashed with: lab/conf/trainer/default.yaml's value when
+# The max_steps every run with trainer.epochs is hashed with: conf/trainer/default.yaml's value when
 # epoch runs still hashed the max_steps they ignored (tests/golden_run_ids.json holds one such id).
 EPOCH_RUNS_HASHED_MAX_STEPS = 100
 # Key names that hold credentials (api_key, hub_token, secret, ...), but not model fields such as

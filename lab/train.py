@@ -1,6 +1,6 @@
 """`lab-train`: the Hydra app. Validate, lock, skip or run the job (lab.recipe), record, exit.
 
-    lab-train                                   # the embedded default (lab/conf/train.yaml)
+    lab-train                                   # the embedded default (conf/train.yaml)
     lab-train method=qlora rank=16 model=tiny-llama dataset=synthetic-lm seed=1
     lab-train -m method=lora,qlora rank=1,4,16  # a sweep (Hydra multirun)
 

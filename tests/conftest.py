@@ -7,7 +7,7 @@ import pytest
 from lab.config import compose
 
 ROOT = Path(__file__).resolve().parents[1]
-CONF = ROOT / "lab" / "conf"
+CONF = ROOT / "conf"
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")

@@ -10,6 +10,8 @@ from conftest import ROOT
 
 BIN = Path(sys.executable).parent
 PACKAGES = ("lab", "analysis", "bench", "hydra_plugins")
+# Installed into the package by pyproject.toml's package-dir mapping.
+CONFIG_FOLDERS = ("conf", "sweeps")
 
 
 def _copy_sources(target: Path) -> Path:
@@ -17,8 +19,8 @@ def _copy_sources(target: Path) -> Path:
     target.mkdir()
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, target / name)
-    for package in PACKAGES:
-        shutil.copytree(ROOT / package, target / package, ignore=shutil.ignore_patterns("__pycache__"))
+    for folder in PACKAGES + CONFIG_FOLDERS:
+        shutil.copytree(ROOT / folder, target / folder, symlinks=True, ignore=shutil.ignore_patterns("__pycache__"))
     return target
 
 

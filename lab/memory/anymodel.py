@@ -1,7 +1,7 @@
 """A model config node for any Hugging Face architecture: from a local config.json, a folder holding
 one, or a hub id. Only the architecture is read; the estimator builds it on the meta device.
 
-The node is what a `lab/conf/model/*.yaml` file would say: the config.json's fields as
+The node is what a `conf/model/*.yaml` file would say: the config.json's fields as
 `architecture`, the task (`cls` for BERT-like encoders, else `lm`), and LoRA target sets found on
 the built model's linear layers: `all-linear` (every linear layer but the output head), `attn`
 (the attention projections) and `qv` (query and value), where the model has them.
