@@ -8,12 +8,14 @@ the choice sits on one) and the runs at it; collapsed runs are listed, never ave
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 import pandas as pd
 
 from analysis import selection, stats
 from analysis.collect import CELL, hashable, split_keys
+from lab.rows import file_sha256, read_rows
 
 # A method's place in every table and figure, and its colour (one per method, in every figure).
 METHOD_ORDER = ("full", "lora", "qlora", "dora", "qlora+dora")
@@ -30,6 +32,8 @@ class Cell:
     choice: selection.Choice | None
     tuned: bool
     chosen_runs: pd.DataFrame = field(default_factory=pd.DataFrame)
+    _comparisons: dict = field(default_factory=dict, repr=False, compare=False)
+    _rows: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def method(self) -> str:
@@ -54,7 +58,24 @@ class Cell:
         return {int(seed): scaled(value, self.metric) for seed, value in zip(learned["seed"], learned[column])}
 
     def estimate(self) -> stats.Estimate:
-        return stats.mean_interval(list(self.scores().values()))
+        return stats.mean_interval(list(self.scores().values()), bounds=bounds(self.metric))
+
+    def seed_sd(self) -> float:
+        return stats.seed_sd(self.scores().values())
+
+    def row_scores(self, split: str = "test") -> pd.DataFrame | None:
+        """seed x row id: each learned run's score per row (100 if correct), from its per-row outputs;
+        None when the metric is not a per-row accuracy or any run kept no (or a changed) rows file."""
+        if split not in self._rows:
+            self._rows[split] = _row_matrix(self.learned, split) if per_row(self.metric) and self.scores() else None
+        return self._rows[split]
+
+    def compare(self, other: "Cell") -> stats.Comparison:
+        """self - other, paired on rows and seeds where both kept per-row outputs (cached: a report asks often)."""
+        if id(other) not in self._comparisons:
+            self._comparisons[id(other)] = stats.compare(self.scores(), other.scores(), self.row_scores(),
+                                                         other.row_scores())
+        return self._comparisons[id(other)]
 
     def score_text(self) -> str:
         """The mean and its interval, or why there is none."""
@@ -72,6 +93,37 @@ class Cell:
 def scaled(value: float, metric: str) -> float:
     """Fractions (accuracy, F1) as percentage points, like the papers; losses as they are."""
     return 100 * float(value) if is_fraction(metric) else float(value)
+
+
+def per_row(metric: str) -> bool:
+    """Accuracy is the mean of a per-row score (correct or not); F1 or a token-weighted loss is not."""
+    return metric.endswith("accuracy")
+
+
+def bounds(metric: str) -> tuple[float, float] | None:
+    """The range a cell's score can take (points for fractions); None for a loss."""
+    return (0.0, 100.0) if is_fraction(metric) else None
+
+
+def difference_bounds(metric: str) -> tuple[float, float] | None:
+    return (-100.0, 100.0) if is_fraction(metric) else None
+
+
+def _row_matrix(runs: pd.DataFrame, split: str) -> pd.DataFrame | None:
+    """The runs' per-row correctness as points, one row per seed, aligned by row id."""
+    series = {}
+    for _, run in runs.iterrows():
+        folder = os.path.dirname(str(run["path"]))
+        expected = run.get("rows.sha256")
+        if not isinstance(expected, str) or not os.path.exists(os.path.join(folder, run.get("rows.file") or "")):
+            return None
+        if file_sha256(os.path.join(folder, run["rows.file"])) != expected:
+            return None  # the file changed after the record was written: not the run's outputs
+        frame = read_rows(folder, split)
+        if frame is None or "correct" not in frame:
+            return None
+        series[int(run["seed"])] = 100.0 * frame["correct"].astype(float)
+    return pd.DataFrame(series).T.dropna(axis=1) if series else None
 
 
 def is_fraction(metric: str) -> bool:

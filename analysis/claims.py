@@ -1,36 +1,39 @@
-"""The seed document's accuracy claims, each judged on a sweep's cells with a named test.
+"""The seed document's accuracy claims, each judged on a sweep's cells by the decision rules
+(analysis.rules: a declared margin, equivalence / non-inferiority / superiority, Holm's correction
+within each claim), on the runs that learned, at each cell's validation-chosen learning rate. Every
+difference is paired on rows and seeds where the records kept per-row outputs (analysis.stats).
 
-Every difference is a t test over seeds (paired when both cells ran the same seeds, else Welch;
-analysis.stats), on the runs that learned, at each cell's validation-chosen learning rate. A margin
-of MARGIN points of accuracy decides what "competitive" and "similar" mean, and the 95 % interval of
-the difference must settle it:
-
-1. "Even at low ranks (8 or 16) LoRA performs competitively": at each of ranks 8 and 16 run, LoRA -
-   full FT has its interval above -MARGIN (competitive), below it (worse), or across it (inconclusive).
+1. "Even at low ranks (8 or 16) LoRA performs competitively": at each of ranks 8 and 16 run, LoRA vs
+   full FT is non-inferior at the margin.
 2. "QLoRA maintains similar performance to full fine-tuning": at each QLoRA rank from 8 to 256 run,
-   the interval inside [-MARGIN, +MARGIN] (similar), outside it (different), or across (inconclusive).
-3. "QLoRA is effective with ranks between 8 and 256; beyond that gains diminish": each step to the
-   next rank run is a gain when its interval lies above 0; held when from some rank r* <= 256, below
-   the largest rank run, no step gains (and a sweep that stops at 256 cannot see beyond it).
+   QLoRA vs full FT is equivalent within the margin.
+3. "QLoRA gains diminish beyond 256": a gain shown from the lowest rank run up to 256 and every rank
+   run above 256 equivalent to 256. A sweep that ran nothing above 256 cannot test it.
+4. "QLoRA gains diminish beyond some rank r* run": the smallest r* with a gain shown over the lowest rank
+   run and every rank run above it equivalent to it. No gain shown is never taken for a plateau.
 
-A claim is judged only where every deciding cell has at least MIN_SEEDS runs that learned; otherwise
-its verdict is "not enough seeds" with the cell that lacks them.
+A claim is "held" only on positive evidence: every deciding comparison passes its test after Holm.
+It is "not held" when one is shown the other way, "inconclusive" otherwise; it is judged only where
+every deciding cell has at least MIN_SEEDS runs that learned ("not enough seeds" otherwise), and
+"not testable" where the ranks it speaks of were not run.
 """
 
 from __future__ import annotations
 
-from analysis import stats
-from analysis.cells import Cell, find
+from analysis.cells import Cell, difference_bounds, find
+from analysis.rules import EQUIVALENCE, NON_INFERIORITY, SUPERIORITY, Judged, Rules
 
-MARGIN = 1.0
 MIN_SEEDS = 5
 LOW_RANKS = (8, 16)
 QLORA_RANGE = (8, 256)
+SEED_PLATEAU = 256
 
 
-def judge(cells: list[Cell]) -> list[dict]:
+def judge(cells: list[Cell], rules: Rules | None = None) -> list[dict]:
+    rules = rules or Rules()
     full = find(cells, "full")
-    return [lora_competitive(cells, full), qlora_similar(cells, full), gains_diminish(cells)]
+    return [lora_competitive(cells, full, rules), qlora_similar(cells, full, rules),
+            gains_diminish_beyond(cells, SEED_PLATEAU, rules), gains_diminish(cells, rules)]
 
 
 def _shortfall(deciding: list[Cell]) -> str | None:
@@ -38,26 +41,8 @@ def _shortfall(deciding: list[Cell]) -> str | None:
     return f"not enough seeds: {', '.join(short)} below {MIN_SEEDS}" if short else None
 
 
-def _versus(cell: Cell, reference: Cell, verdict_of) -> tuple[str, str]:
-    diff = stats.difference(cell.scores(), reference.scores())
-    verdict = verdict_of(diff)
-    p = "" if diff.p is None else f", p = {diff.p:.3f}"
-    return verdict, (f"{cell.label} (lr {cell.lr:g}) - {reference.label} (lr {reference.lr:g}): "
-                     f"{diff.text(signed=True)} points, {diff.method}{p} -> {verdict}")
-
-
-def _competitive(diff: stats.Estimate) -> str:
-    if diff.holds_zero is None:
-        return "untested"
-    return "competitive" if diff.low >= -MARGIN else "worse" if diff.high < -MARGIN else "inconclusive"
-
-
-def _similar(diff: stats.Estimate) -> str:
-    if diff.holds_zero is None:
-        return "untested"
-    if -MARGIN <= diff.low and diff.high <= MARGIN:
-        return "similar"
-    return "different" if diff.high < -MARGIN or diff.low > MARGIN else "inconclusive"
+def _line(label: str, judged: Judged, rules: Rules, metric: str) -> str:
+    return f"{label}: {rules.evidence(judged, difference_bounds(metric))}"
 
 
 def _overall(verdicts: list[str], good: str, bad: str) -> str:
@@ -66,58 +51,100 @@ def _overall(verdicts: list[str], good: str, bad: str) -> str:
     return "not held" if any(v == bad for v in verdicts) else "inconclusive"
 
 
-def _against_full(name: str, rule: str, adapters: list[Cell], full: Cell | None, good: str, bad: str,
-                  verdict_of) -> dict:
-    claim = {"claim": name, "rule": rule}
+def _against_full(claim: dict, adapters: list[Cell], full: Cell | None, test: str, rules: Rules) -> dict:
     if not adapters or full is None:
         return {**claim, "verdict": "not testable", "evidence": ["no deciding cell, or no full fine-tuning"]}
     short = _shortfall(adapters + [full])
     if short:
         return {**claim, "verdict": "not enough seeds", "evidence": [short]}
-    verdicts, lines = zip(*(_versus(cell, full, verdict_of) for cell in adapters))
-    return {**claim, "verdict": _overall(list(verdicts), good, bad), "evidence": list(lines)}
+    judged = rules.family([c.compare(full) for c in adapters], test)
+    lines = [_line(f"{c.label} (lr {c.lr:g}) − {full.label} (lr {full.lr:g})", j, rules, full.metric)
+             for c, j in zip(adapters, judged)]
+    good, bad = ("competitive", "worse") if test == NON_INFERIORITY else ("similar", "different")
+    return {**claim, "verdict": _overall([j.verdict for j in judged], good, bad), "evidence": lines}
 
 
-def lora_competitive(cells: list[Cell], full: Cell | None) -> dict:
+def lora_competitive(cells: list[Cell], full: Cell | None, rules: Rules) -> dict:
     lora = [c for c in cells if c.method == "lora" and c.rank in LOW_RANKS and c.lr is not None]
-    return _against_full(
-        "LoRA competitive at ranks 8 or 16",
-        f"at each LoRA rank of {LOW_RANKS} run: the 95% interval of LoRA - full FT lies above -{MARGIN:g} point",
-        lora, full, "competitive", "worse", _competitive)
+    claim = {"claim": "LoRA competitive at ranks 8 or 16",
+             "rule": f"at each LoRA rank of {LOW_RANKS} run: LoRA − full FT non-inferior at −{rules.margin:g} point "
+                     f"(one-sided 95% lower bound above −{rules.margin:g}), Holm across the ranks"}
+    return _against_full(claim, lora, full, NON_INFERIORITY, rules)
 
 
-def qlora_similar(cells: list[Cell], full: Cell | None) -> dict:
+def qlora_similar(cells: list[Cell], full: Cell | None, rules: Rules) -> dict:
     qlora = [c for c in cells if c.method == "qlora" and QLORA_RANGE[0] <= c.rank <= QLORA_RANGE[1]
              and c.lr is not None]
-    return _against_full(
-        "QLoRA similar to full fine-tuning",
-        f"at each QLoRA rank from {QLORA_RANGE[0]} to {QLORA_RANGE[1]} run: the 95% interval of QLoRA - full "
-        f"FT lies inside [-{MARGIN:g}, +{MARGIN:g}] points",
-        qlora, full, "similar", "different", _similar)
+    claim = {"claim": "QLoRA similar to full fine-tuning",
+             "rule": f"at each QLoRA rank from {QLORA_RANGE[0]} to {QLORA_RANGE[1]} run: QLoRA − full FT equivalent "
+                     f"within ±{rules.margin:g} point (TOST: the 90% interval inside the margin), Holm across the ranks"}
+    return _against_full(claim, qlora, full, EQUIVALENCE, rules)
 
 
-def gains_diminish(cells: list[Cell], method: str = "qlora") -> dict:
-    ladder = [c for c in cells if c.method == method and c.lr is not None]
-    claim = {"claim": "QLoRA gains diminish beyond some rank (the seed: beyond 256)",
-             "rule": f"from some rank r* <= {QLORA_RANGE[1]}, below the largest rank run, no step to the next rank "
-                     "run is a gain (a gain: the 95% interval of mean(next) - mean(this) above 0)"}
-    if len(ladder) < 2:
-        return {**claim, "verdict": "not testable", "evidence": ["fewer than two ranks run"]}
+def _ladder(cells: list[Cell], method: str) -> list[Cell]:
+    return [c for c in cells if c.method == method and c.lr is not None]
+
+
+def _gains(ladder: list[Cell], rules: Rules) -> list[Judged]:
+    """Each rank above the lowest tested for a gain over the lowest (superiority), Holm across them:
+    the way up to a rank gains when it beats the ladder's foot, however noisy the steps between."""
+    return rules.family([high.compare(ladder[0]) for high in ladder[1:]], SUPERIORITY)
+
+
+def _plateau(ladder: list[Cell], at: int, gains: list[Judged], rules: Rules) -> tuple[str, list[str]]:
+    """Whether gains diminish beyond rank `at`: a gain shown from the ladder's foot up to it, and every
+    rank run above it equivalent to it (TOST, Holm across those)."""
+    index = next(i for i, c in enumerate(ladder) if int(c.rank) == at)
+    above = ladder[index + 1:]
+    gain_below = index > 0 and gains[index - 1].verdict == "gain"
+    judged = rules.family([c.compare(ladder[index]) for c in above], EQUIVALENCE)
+    lines = [_line(f"r={int(c.rank)} − r={at}", j, rules, c.metric) for c, j in zip(above, judged)]
+    if gain_below and all(j.verdict == "similar" for j in judged):
+        return "held", lines
+    if not gain_below:
+        return "inconclusive", lines + [f"no gain shown up to r={at}: a plateau needs a gain before it"]
+    return ("not held" if any(j.verdict == "different" for j in judged) else "inconclusive"), lines
+
+
+def _gain_lines(ladder: list[Cell], gains: list[Judged], rules: Rules) -> list[str]:
+    return [_line(f"r={int(high.rank)} − r={int(ladder[0].rank)}", j, rules, high.metric)
+            for high, j in zip(ladder[1:], gains)]
+
+
+def gains_diminish_beyond(cells: list[Cell], at: int, rules: Rules, method: str = "qlora") -> dict:
+    ladder = _ladder(cells, method)
+    claim = {"claim": f"QLoRA gains diminish beyond r={at} (the seed's rank)",
+             "rule": f"a gain shown from the lowest rank run up to r={at} (superiority, Holm across the ranks), "
+                     f"and every rank run above r={at} equivalent to it within ±{rules.margin:g} (TOST, Holm)"}
+    ranks = [int(c.rank) for c in ladder]
+    if at not in ranks or not any(r > at for r in ranks) or ranks[0] == at:
+        return {**claim, "verdict": "not testable",
+                "evidence": [f"ranks run: {ranks or 'none'}; the claim needs r={at}, a rank below it and one above it"]}
     short = _shortfall(ladder)
     if short:
         return {**claim, "verdict": "not enough seeds", "evidence": [short]}
-    lines, gains = [], []
-    for low, high in zip(ladder, ladder[1:]):
-        diff = stats.difference(high.scores(), low.scores())
-        gains.append(diff.holds_zero is False and diff.low > 0)
-        p = "" if diff.p is None else f", p = {diff.p:.3f}"
-        lines.append(f"r={int(low.rank)} -> r={int(high.rank)}: {diff.text(signed=True)} points, {diff.method}{p} "
-                     f"-> {'gain' if gains[-1] else 'no gain shown'}")
-    ranks = [int(c.rank) for c in ladder]
-    flat_from = ranks[max((i for i, g in enumerate(gains) if g), default=-1) + 1]
-    held = flat_from <= QLORA_RANGE[1] and flat_from < ranks[-1]
-    lines.append(f"r* = {flat_from}" + ("" if held else " (no stretch without gains at or below 256)"))
-    lines.append("no gain shown is not evidence of no gain: the intervals say how large a gain could hide")
-    if ranks[-1] <= QLORA_RANGE[1]:
-        lines.append(f"ranks above {ranks[-1]} were not run: nothing here says what happens beyond it")
-    return {**claim, "verdict": "held" if held else "not held", "evidence": lines}
+    gains = _gains(ladder, rules)
+    verdict, lines = _plateau(ladder, at, gains, rules)
+    return {**claim, "verdict": verdict, "evidence": _gain_lines(ladder, gains, rules) + lines}
+
+
+def gains_diminish(cells: list[Cell], rules: Rules | None = None, method: str = "qlora") -> dict:
+    rules = rules or Rules()
+    ladder = _ladder(cells, method)
+    claim = {"claim": "QLoRA gains diminish beyond some rank r* run",
+             "rule": "the smallest rank r* run with a gain shown over the lowest rank run (superiority, Holm across "
+                     f"the ranks) and every rank run above it equivalent to it within ±{rules.margin:g} (TOST, Holm)"}
+    if len(ladder) < 3:
+        return {**claim, "verdict": "not testable", "evidence": ["fewer than three ranks run"]}
+    short = _shortfall(ladder)
+    if short:
+        return {**claim, "verdict": "not enough seeds", "evidence": [short]}
+    gains = _gains(ladder, rules)
+    lines = _gain_lines(ladder, gains, rules)
+    for cell in ladder[1:-1]:
+        verdict, plateau = _plateau(ladder, int(cell.rank), gains, rules)
+        if verdict == "held":
+            return {**claim, "verdict": "held", "evidence": lines + plateau + [
+                f"r* = {int(cell.rank)}; ranks above {int(ladder[-1].rank)} were not run: not testable there"]}
+    return {**claim, "verdict": "inconclusive",
+            "evidence": lines + ["no rank run has both a gain shown up to it and equivalence to it above it"]}

@@ -21,6 +21,7 @@ from omegaconf import OmegaConf
 from analysis import cells as cellmod
 from analysis import document
 from analysis.collect import Collection, collect, filter_rows
+from analysis.rules import MARGIN, Rules
 from analysis.sections import answer, claims, curves, learning_rates, memory, pareto, published, results, runs, setup
 from hydra_plugins.lab_sweeps.grouped_sweeper import SUMMARY_FILE, expand
 
@@ -72,14 +73,16 @@ def choose_metric(frame: pd.DataFrame, metric: str) -> str:
 
 
 def build(collection: Collection, out: str, title: str, metric: str = "auto", sweep: dict | None = None,
-          sweep_notes: list[str] | None = None) -> dict:
+          sweep_notes: list[str] | None = None, rules: Rules | None = None) -> dict:
     """Write the report into `out`; returns its paths and the main table."""
+    rules = rules or Rules()
     os.makedirs(out, exist_ok=True)
     frame = collection.runs
     metric = choose_metric(frame, metric)
     cells = cellmod.build(frame, metric)
-    claims_section, claims_frame = claims.section(cells)
-    sections = [setup.section(frame), answer.section(cells, frame, metric), results.section(cells, frame, metric, out),
+    claims_section, claims_frame = claims.section(cells, rules)
+    sections = [setup.section(frame, rules), answer.section(cells, metric, rules),
+                results.section(cells, frame, metric, out),
                 claims_section,
                 learning_rates.section(cells, frame, sweep), runs.section(frame, metric, sweep_notes or [],
                                                                         collection.problems),
@@ -103,6 +106,9 @@ def main(argv: list[str] | None = None) -> dict:
                                       "reports/<the sweep folder's name>)")
     parser.add_argument("--metric", default="auto", help="a metrics.* key (auto: test_accuracy, or test_loss for "
                                                           "causal-LM runs)")
+    parser.add_argument("--margin", type=_margin, default=MARGIN,
+                        help=f"the decision margin in the metric's points (default {MARGIN:g}): similar = equivalent "
+                             "within it, competitive = non-inferior at it")
     parser.add_argument("--where", action="append", default=[], help="keep rows with COLUMN=VALUE (repeatable)")
     parser.add_argument("--title", help="the report's title (default: the sweep or results folder)")
     parser.add_argument("--wandb-project", help="also collect this W&B project (needs W&B online)")
@@ -126,7 +132,7 @@ def main(argv: list[str] | None = None) -> dict:
     # The sweep's own name (its folder), not where this machine keeps it.
     named = os.path.basename(os.path.normpath(sweep_folder)) if args.sweep else args.results
     title = args.title or f"Report: {named}"
-    built = build(collection, out, title, args.metric, sweep, notes)
+    built = build(collection, out, title, args.metric, sweep, notes, Rules(margin=args.margin))
     print(built["main_table"].to_markdown(index=False))
     if len(built["ledger"]):
         print("\nMemory ledger, MB = 1e6 bytes (exact bytes counted on the first training step):\n")
@@ -135,6 +141,13 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"\nwrote {built['md']} and {built['html']}")
     built["wandb"] = to_wandb(args, built, collection.runs, out, sweep_folder)
     return built
+
+
+def _margin(text: str) -> float:
+    try:
+        return Rules(margin=float(text)).margin
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: the margin is a positive number of the metric's points, e.g. 1")
 
 
 def to_wandb(args, built: dict, frame: pd.DataFrame, out: str, sweep_folder: str | None) -> dict | None:

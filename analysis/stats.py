@@ -1,13 +1,22 @@
-"""Intervals and tests over seeds, each naming its method: scipy.stats, never hand-rolled.
+"""Intervals and tests, each naming its method and what it answers: scipy.stats and statsmodels, never
+hand formulas for a test they have.
 
-With a handful of seeds a percentile bootstrap returns little more than the seed range (at n = 3 it
-is the range), so it is not used: a mean gets a Student t interval; a difference of two cells gets
-a paired t test when both ran the same seeds (the seed fixes initialisation and data order, so it
-pairs), else Welch's t test. Each result carries n, the test's name, its p-value and the interval.
+A cell's mean gets a Student t interval over its seeds (with a handful of seeds a percentile bootstrap
+of the mean returns little more than the seed range), clipped to the metric's range when asked.
 
-The test split itself is finite: a run's accuracy on n test rows has a binomial standard error of
-sqrt(p(1-p)/n), stated beside every table (`binomial_se`). `detectable_difference` turns the test
-split and the seeds into the smallest difference a comparison can tell from zero (a power line).
+A difference of two cells is a `Comparison`, estimated over every source of noise the records allow:
+- per-row outputs on the shared seeds (lab.rows): a two-level bootstrap that resamples the paired seeds
+  and the shared test rows (aligned by row id) at once: it answers "another training seed and another
+  test sample"; with one shared seed, McNemar's exact test and a bootstrap over rows ("another test
+  sample");
+- no per-row outputs (older records): the paired t test over the seeds both ran, Welch's t where the
+  seeds differ: it answers "another training seed" only (the test split is taken as fixed).
+Each comparison gives its interval at any level and one-sided p-values against any threshold, which
+the decision rules (analysis.rules) turn into verdicts.
+
+The bootstrap draws from a fixed seed, so a report is the same every time it is built. Resampling five
+seeds with replacement understates their variance by (n-1)/n; the seed-level deviations are scaled by
+sqrt(n/(n-1)) before resampling (Davison & Hinkley's adjusted residuals) so the seed share is unbiased.
 """
 
 from __future__ import annotations
@@ -16,14 +25,24 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 from scipy import stats
+from statsmodels.stats.contingency_tables import mcnemar
+from statsmodels.stats.power import NormalIndPower, TTestPower
 
 LEVEL = 0.95
+DRAWS = 10_000
+BOOTSTRAP_SEED = 20_261_207
+_CHUNK = 2_000
+
+SEED = "another training seed"
+ROWS = "another test sample"
+BOTH = "another training seed and another test sample"
 
 
 @dataclass
 class Estimate:
-    """A mean with its interval, or a difference with its test."""
+    """A value with its interval (NaN where there is none)."""
 
     value: float
     low: float
@@ -31,6 +50,7 @@ class Estimate:
     n: int
     method: str
     p: float | None = None
+    clipped: bool = False
 
     @property
     def holds_zero(self) -> bool | None:
@@ -44,11 +64,22 @@ class Estimate:
             return f"– (n={self.n})"
         if math.isnan(self.low):
             return f"{fmt.format(self.value)} (n={self.n})"
-        return f"{fmt.format(self.value)} [{fmt.format(self.low)}, {fmt.format(self.high)}] (n={self.n})"
+        mark = "*" if self.clipped else ""
+        return f"{fmt.format(self.value)} [{fmt.format(self.low)}, {fmt.format(self.high)}]{mark} (n={self.n})"
 
 
-def mean_interval(values, level: float = LEVEL) -> Estimate:
-    """Student t interval of the mean of `values` (one value: no interval)."""
+def clip(est: Estimate, bounds: tuple[float, float] | None) -> Estimate:
+    """The interval cut at the metric's range (an interval past 100 % describes nothing that can happen)."""
+    if bounds is None or math.isnan(est.low):
+        return est
+    low, high = max(est.low, bounds[0]), min(est.high, bounds[1])
+    if (low, high) == (est.low, est.high):
+        return est
+    return Estimate(est.value, low, high, est.n, est.method + ", clipped to the metric's range", est.p, True)
+
+
+def mean_interval(values, level: float = LEVEL, bounds: tuple[float, float] | None = None) -> Estimate:
+    """Student t interval of the mean of `values` (one value: no interval), clipped to `bounds`."""
     x = np.asarray(values, dtype=float)
     n = len(x)
     if n == 0:
@@ -56,28 +87,182 @@ def mean_interval(values, level: float = LEVEL) -> Estimate:
     mean = float(x.mean())
     if n < 2:
         return Estimate(mean, math.nan, math.nan, 1, "one run: no interval")
+    if np.ptp(x) == 0:
+        return Estimate(mean, mean, mean, n, f"t, {n - 1} df (no spread)")
     low, high = stats.t.interval(level, n - 1, loc=mean, scale=stats.sem(x))
-    return Estimate(mean, float(low), float(high), n, f"t, {n - 1} df")
+    return clip(Estimate(mean, float(low), float(high), n, f"t, {n - 1} df"), bounds)
 
 
-def difference(a: dict, b: dict, level: float = LEVEL) -> Estimate:
-    """mean(a) - mean(b) with its interval and p-value; `a`, `b` map seed -> score.
+def seed_sd(values) -> float:
+    x = np.asarray(list(values), dtype=float)
+    return float(x.std(ddof=1)) if len(x) >= 2 else math.nan
 
-    Paired t test over the seeds both ran when they ran the same seeds (at least 2), else Welch.
-    """
+
+@dataclass
+class Comparison:
+    """mean(a) - mean(b): its value, what its interval answers, and the spreads a sample size needs."""
+
+    value: float
+    n: int
+    method: str
+    answers: str
+    p: float | None  # two-sided, against no difference
+    sd_seed: float = math.nan  # SD of the per-seed differences
+    sd_row: float = math.nan  # SD of the per-row differences (averaged over seeds)
+    rows: int = 0
+
+    def interval(self, level: float = LEVEL) -> tuple[float, float]:
+        return math.nan, math.nan
+
+    def p_above(self, threshold: float) -> float:
+        """One-sided p of H0: difference <= threshold (small: the difference is shown above it)."""
+        return math.nan
+
+    def p_below(self, threshold: float) -> float:
+        """One-sided p of H0: difference >= threshold (small: the difference is shown below it)."""
+        return math.nan
+
+    @property
+    def testable(self) -> bool:
+        return not math.isnan(self.interval()[0])
+
+    def estimate(self, level: float = LEVEL, bounds: tuple[float, float] | None = None) -> Estimate:
+        low, high = self.interval(level)
+        return clip(Estimate(self.value, low, high, self.n, self.method, self.p), bounds)
+
+
+@dataclass
+class TComparison(Comparison):
+    """Seeds only: the paired t over per-seed differences, or Welch's t over two sets of seeds."""
+
+    a: np.ndarray = None
+    b: np.ndarray = None
+    paired: bool = True
+
+    def _test(self, shift: float, alternative: str):
+        if self.paired:
+            return stats.ttest_1samp(self.a - self.b, shift, alternative=alternative)
+        return stats.ttest_ind(self.a - shift, self.b, equal_var=False, alternative=alternative)
+
+    def interval(self, level: float = LEVEL) -> tuple[float, float]:
+        ci = self._test(0.0, "two-sided").confidence_interval(level)
+        return float(ci.low), float(ci.high)
+
+    def p_above(self, threshold: float) -> float:
+        return float(self._test(threshold, "greater").pvalue)
+
+    def p_below(self, threshold: float) -> float:
+        return float(self._test(threshold, "less").pvalue)
+
+
+@dataclass
+class BootstrapComparison(Comparison):
+    """Rows (and seeds): the bootstrap distribution of the difference."""
+
+    draws: np.ndarray = None
+
+    def interval(self, level: float = LEVEL) -> tuple[float, float]:
+        tail = 100 * (1 - level) / 2
+        low, high = np.percentile(self.draws, [tail, 100 - tail])
+        return float(low), float(high)
+
+    def p_above(self, threshold: float) -> float:
+        return float((np.sum(self.draws <= threshold) + 1) / (len(self.draws) + 1))
+
+    def p_below(self, threshold: float) -> float:
+        return float((np.sum(self.draws >= threshold) + 1) / (len(self.draws) + 1))
+
+
+class NoComparison(Comparison):
+    """Too few seeds for any test: the difference of means alone."""
+
+
+def two_level_bootstrap(diffs: np.ndarray, draws: int = DRAWS, seed: int = BOOTSTRAP_SEED,
+                        seeds: bool = True, rows: bool = True) -> np.ndarray:
+    """Bootstrap means of a (seeds x rows) matrix of paired differences, resampling the seeds, the rows
+    (the same rows for every seed: they are one test sample), or both. Vectorised: each chunk draws
+    row counts (a multinomial via bincount) and seed indices, then one matrix product."""
+    n_seeds, n_rows = diffs.shape
+    per_seed = diffs.mean(axis=1)
+    if seeds and n_seeds > 1:  # adjusted residuals: the seed share of the variance unbiased
+        diffs = diffs + ((per_seed - per_seed.mean()) * (math.sqrt(n_seeds / (n_seeds - 1)) - 1))[:, None]
+    rng = np.random.default_rng(seed)
+    out = []
+    for start in range(0, draws, _CHUNK):
+        size = min(_CHUNK, draws - start)
+        if rows:
+            picks = rng.integers(0, n_rows, size=(size, n_rows)) + (np.arange(size) * n_rows)[:, None]
+            counts = np.bincount(picks.ravel(), minlength=size * n_rows).reshape(size, n_rows)
+            means = counts @ diffs.T / n_rows  # draws x seeds
+        else:
+            means = np.broadcast_to(diffs.mean(axis=1), (size, n_seeds))
+        if seeds:
+            means = np.take_along_axis(means, rng.integers(0, n_seeds, size=(size, n_seeds)), axis=1)
+        out.append(means.mean(axis=1))
+    return np.concatenate(out)
+
+
+def mcnemar_exact(correct_a: np.ndarray, correct_b: np.ndarray) -> float:
+    """McNemar's exact test (statsmodels) of two classifiers scored on the same rows."""
+    a, b = np.asarray(correct_a, bool), np.asarray(correct_b, bool)
+    table = [[np.sum(a & b), np.sum(a & ~b)], [np.sum(~a & b), np.sum(~a & ~b)]]
+    return float(mcnemar(table, exact=True).pvalue)
+
+
+def _two_sided(draws: np.ndarray) -> float:
+    tail = min(np.sum(draws <= 0), np.sum(draws >= 0))
+    return float(min(1.0, 2 * (tail + 1) / (len(draws) + 1)))
+
+
+def row_comparison(rows_a: pd.DataFrame, rows_b: pd.DataFrame) -> Comparison | None:
+    """The paired comparison on per-row scores (seed x row id, points), over the seeds and rows both
+    have; None when they share no seed or no row."""
+    seeds = rows_a.index.intersection(rows_b.index)
+    ids = rows_a.columns.intersection(rows_b.columns)
+    if not len(seeds) or not len(ids):
+        return None
+    a = rows_a.loc[seeds, ids].to_numpy(float)
+    b = rows_b.loc[seeds, ids].to_numpy(float)
+    diffs = a - b
+    value, n_rows = float(diffs.mean()), len(ids)
+    sd_row = float(diffs.mean(axis=0).std(ddof=1))
+    if len(seeds) == 1:
+        draws = two_level_bootstrap(diffs, seeds=False)
+        return BootstrapComparison(value, 1, f"one seed: McNemar exact; bootstrap over {n_rows:,} rows", ROWS,
+                                   mcnemar_exact(a[0] > 0, b[0] > 0), sd_row=sd_row, rows=n_rows, draws=draws)
+    draws = two_level_bootstrap(diffs)
+    return BootstrapComparison(value, len(seeds), f"two-level bootstrap, {len(seeds)} paired seeds x {n_rows:,} "
+                               f"rows, {DRAWS:,} draws", BOTH, _two_sided(draws),
+                               sd_seed=seed_sd(diffs.mean(axis=1)), sd_row=sd_row, rows=n_rows, draws=draws)
+
+
+def seed_comparison(a: dict, b: dict) -> Comparison:
+    """mean(a) - mean(b) over seeds (`a`, `b` map seed -> score): paired t over the seeds both ran when
+    they ran the same seeds (at least 2), else Welch's t."""
     shared = sorted(set(a) & set(b))
     if len(shared) >= 2 and len(shared) == len(a) == len(b):
-        result = stats.ttest_rel([a[s] for s in shared], [b[s] for s in shared])
-        n, method, value = len(shared), f"paired t, {len(shared) - 1} df", float(np.mean([a[s] - b[s] for s in shared]))
-    elif len(a) >= 2 and len(b) >= 2:
-        result = stats.ttest_ind(list(a.values()), list(b.values()), equal_var=False)
-        n, method = len(a) + len(b), f"Welch t, {result.df:.1f} df"
-        value = float(np.mean(list(a.values())) - np.mean(list(b.values())))
-    else:
-        value = float(np.mean(list(a.values())) - np.mean(list(b.values()))) if a and b else math.nan
-        return Estimate(value, math.nan, math.nan, len(a) + len(b), "too few seeds for a test")
-    ci = result.confidence_interval(level)
-    return Estimate(value, float(ci.low), float(ci.high), n, method, float(result.pvalue))
+        x, y = np.array([a[s] for s in shared]), np.array([b[s] for s in shared])
+        p = float(stats.ttest_rel(x, y).pvalue)
+        return TComparison(float(np.mean(x - y)), len(shared), f"paired t, {len(shared) - 1} df", SEED, p,
+                           sd_seed=seed_sd(x - y), a=x, b=y, paired=True)
+    if len(a) >= 2 and len(b) >= 2:
+        x, y = np.array(list(a.values())), np.array(list(b.values()))
+        result = stats.ttest_ind(x, y, equal_var=False)
+        return TComparison(float(x.mean() - y.mean()), len(x) + len(y), f"Welch t, {result.df:.1f} df", SEED,
+                           float(result.pvalue), sd_seed=math.sqrt(x.var(ddof=1) + y.var(ddof=1)), a=x, b=y,
+                           paired=False)
+    value = float(np.mean(list(a.values())) - np.mean(list(b.values()))) if a and b else math.nan
+    return NoComparison(value, len(a) + len(b), "too few seeds for a test", SEED, None)
+
+
+def compare(a: dict, b: dict, rows_a: pd.DataFrame | None = None, rows_b: pd.DataFrame | None = None) -> Comparison:
+    """The best comparison the records allow: paired on rows and seeds where both cells kept per-row
+    outputs, else over seeds alone (and the method says so)."""
+    if rows_a is not None and rows_b is not None:
+        found = row_comparison(rows_a, rows_b)
+        if found is not None:
+            return found
+    return seed_comparison(a, b)
 
 
 def binomial_se(accuracy: float, n: int) -> float:
@@ -85,18 +270,18 @@ def binomial_se(accuracy: float, n: int) -> float:
     return math.sqrt(accuracy * (1 - accuracy) / n)
 
 
-def detectable_difference(accuracy: float, test_rows: int, seeds: int, seed_sd: float = 0.0,
-                          level: float = LEVEL, power: float = 0.8) -> float:
-    """The smallest true difference in accuracy (a fraction) between two methods that a two-sided
-    test at `level` finds with probability `power`, from `seeds` runs of each on `test_rows` test rows.
+def seeds_needed(shortfall: float, sd: float, alpha: float, power: float) -> float:
+    """Seeds for a one-sided paired t (statsmodels) to show a true difference `shortfall` above the
+    threshold at `alpha` with `power`, when per-seed differences spread by `sd`; inf if it cannot."""
+    if not shortfall > 0 or not sd > 0:
+        return math.inf if not shortfall > 0 else 2.0
+    return float(TTestPower().solve_power(effect_size=shortfall / sd, alpha=alpha, power=power, alternative="larger"))
 
-    Two noises add: seed to seed (`seed_sd`, the spread of one run's accuracy across seeds, shrinks
-    with more seeds) and the test split's own (binomial, does not shrink with seeds: it shrinks with
-    more test rows). The two methods' test errors are taken as independent, which overstates the
-    split's share when they agree on most rows: read it as an upper bound. Normal quantiles.
-    """
-    if seeds < 1 or test_rows < 1:
-        return math.nan
-    variance = 2 * seed_sd ** 2 / seeds + 2 * binomial_se(accuracy, test_rows) ** 2
-    z = stats.norm.ppf(1 - (1 - level) / 2) + stats.norm.ppf(power)
-    return float(z * math.sqrt(variance))
+
+def rows_needed(shortfall: float, sd: float, alpha: float, power: float) -> float:
+    """Test rows for a one-sided z test over rows (statsmodels, one sample) to show `shortfall`, when
+    per-row differences spread by `sd`; inf if it cannot."""
+    if not shortfall > 0 or not sd > 0:
+        return math.inf if not shortfall > 0 else 1.0
+    return float(NormalIndPower().solve_power(effect_size=shortfall / sd, alpha=alpha, power=power, ratio=0,
+                                              alternative="larger"))

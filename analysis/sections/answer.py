@@ -1,6 +1,7 @@
-"""The answer a user came for, first: each method's score with its interval and its difference to full
-fine-tuning, what it cost (training time, exact memory, adapter size on disk), which methods this
-sweep cannot tell apart from full FT, the cheapest of those, and how small a difference it could see."""
+"""The answer a user came for, first: each method's score, its seed-to-seed spread and its difference to
+full fine-tuning, what it cost (training time, exact memory, adapter size on disk); the cheapest cell by
+the memory ledger that is non-inferior to full fine-tuning at the declared margin (never one that fails
+the test); and, where a comparison is undecided, how many seeds or test rows would decide it."""
 
 from __future__ import annotations
 
@@ -8,11 +9,11 @@ import math
 
 import pandas as pd
 
-from analysis import stats
-from analysis.cells import Cell, find, is_fraction
+from analysis.cells import Cell, difference_bounds, find
 from analysis.document import Section
+from analysis.rules import NON_INFERIORITY, Judged, Rules
 from analysis.sections.memory import MB, ledger_row
-from analysis.sections.results import metric_label, paired_text
+from analysis.sections.results import DIFFERENCES, metric_label, paired_text, seed_sd_text
 
 
 def _median(runs: pd.DataFrame, column: str) -> float | None:
@@ -29,73 +30,107 @@ def _artifact(cell: Cell) -> str:
     return f"{size / MB:.2f} MB" if size else "–"
 
 
-def rows(cells: list[Cell], full: Cell | None) -> pd.DataFrame:
+def _ledger(cell: Cell) -> float:
+    return (ledger_row(cell) or {}).get("Ledger total") or math.inf
+
+
+def judged(cells: list[Cell], full: Cell | None, rules: Rules) -> dict[str, tuple[Cell, Judged]]:
+    """Every cell against full FT by non-inferiority, one family (Holm)."""
+    if full is None or full.lr is None:
+        return {}
+    others = [c for c in cells if c is not full and c.lr is not None]
+    return {c.label: (c, j) for c, j in zip(others, rules.family([c.compare(full) for c in others], NON_INFERIORITY))}
+
+
+def _bound_text(j: Judged, rules: Rules) -> str:
+    if j.verdict == "untested":
+        return "untested (too few seeds)"
+    low = j.comparison.interval(rules.interval_level(NON_INFERIORITY))[0]
+    return f"{j.verdict}: bound {low:+.2f}, Holm p = {j.p_holm:.3f}"
+
+
+def rows(cells: list[Cell], full: Cell | None, rules: Rules) -> pd.DataFrame:
+    tests = judged(cells, full, rules)
     out = []
     for cell in cells:
         if cell.lr is None:
             continue
         ledger = ledger_row(cell)
         seconds = _median(cell.learned, "timing.train_seconds")
-        out.append({"Method": cell.label, "Score": cell.score_text(),
+        test = tests.get(cell.label)
+        out.append({"Method": cell.label, "Score": cell.score_text(), "Seed SD": seed_sd_text(cell),
                     "Difference to full FT": "reference" if cell is full else paired_text(cell, full),
+                    f"Non-inferior at −{rules.margin:g}?": "reference" if cell is full else
+                    (_bound_text(test[1], rules) if test else "–"),
                     "Training time, s (median)": f"{seconds:.0f}" if seconds else "–",
                     "Memory ledger, MB": f"{ledger['Ledger total']:.1f}" if ledger else "–",
                     "Artifact on disk": _artifact(cell)})
     return pd.DataFrame(out)
 
 
-def verdict(cells: list[Cell], full: Cell | None) -> str:
-    """Which methods the sweep cannot tell from full FT, the cheapest of them by the ledger, and which
-    it could not test."""
+def recommendation(cells: list[Cell], full: Cell | None, rules: Rules) -> str:
+    """The cheapest cell that passes non-inferiority, or that none does; never a cell that fails."""
     if full is None or full.lr is None:
-        return "No full fine-tuning cell to compare against."
-    tested = {c.label: (c, stats.difference(c.scores(), full.scores()).holds_zero)
-              for c in cells if c is not full and c.lr is not None}
-    same = [c for c, holds in tested.values() if holds]
-    untested = [label for label, (_, holds) in tested.items() if holds is None]
-    differs = [label for label, (_, holds) in tested.items() if holds is False]
-    parts = []
-    if same:
-        cheapest = min(same + [full], key=lambda c: (ledger_row(c) or {}).get("Ledger total") or math.inf)
-        parts.append(f"This sweep cannot tell {', '.join(c.label for c in same)} from full fine-tuning (the 95% "
-                     "interval of each difference holds 0; that is not evidence they are equal: see the power line). "
-                     f"Cheapest among them by the memory ledger: **{cheapest.label}**.")
-    if differs:
-        parts.append(f"Different from full fine-tuning (the interval excludes 0): {', '.join(differs)}.")
-    if untested:
-        parts.append(f"Too few seeds to test: {', '.join(untested)}.")
-    return " ".join(parts)
+        return "No full fine-tuning cell to compare against: no recommendation."
+    tests = judged(cells, full, rules)
+    passed = [c for c, j in tests.values() if j.verdict == "competitive"]
+    cheaper = [c for c in passed if _ledger(c) < _ledger(full)]
+    head = (f"Rule: a cell is recommended only if it is non-inferior to full fine-tuning at −{rules.margin:g} point "
+            f"(one-sided 95% lower bound of the difference above −{rules.margin:g}, Holm across the {len(tests)} "
+            "cells), and among those the cheapest by the exact memory ledger.")
+    if not passed:
+        return head + (" **No cell passes**: this sweep cannot recommend a cheaper method than full fine-tuning at "
+                       "this margin. The sample-size table below says what would decide each comparison.")
+    named = ", ".join(c.label for c in passed)
+    if not cheaper:
+        return head + f" Non-inferior: {named}; none is cheaper than full fine-tuning by the ledger."
+    best = min(cheaper, key=_ledger)
+    return head + f" Non-inferior: {named}. **Recommended: {best.label}** ({_ledger(best) / MB:.1f} MB by the ledger)."
 
 
-def power_line(cells: list[Cell], runs: pd.DataFrame) -> str | None:
-    """The smallest difference this sweep could detect, and what would shrink it."""
-    test_rows = pd.to_numeric(runs.get("splits.test", pd.Series(dtype=float)), errors="coerce").dropna()
-    scored = [c for c in cells if len(c.scores()) >= 2]
-    if not len(test_rows) or not scored or not is_fraction(scored[0].metric):
-        return None
-    seeds = min(len(c.scores()) for c in scored)
-    spread = pd.Series([pd.Series(list(c.scores().values())).std() for c in scored]).median() / 100
-    mean = pd.Series([c.estimate().value for c in scored]).mean() / 100
-    rows_n = int(test_rows.iloc[0])
-    now = 100 * stats.detectable_difference(mean, rows_n, seeds, spread)
-    more_seeds = 100 * stats.detectable_difference(mean, rows_n, 4 * seeds, spread)
-    bigger_test = 100 * stats.detectable_difference(mean, 4 * rows_n, seeds, spread)
-    return (f"**Power:** with {seeds} seeds per method, a {rows_n:,}-row test split and a seed-to-seed spread of "
-            f"{100 * spread:.2f} points, a true difference smaller than **{now:.1f} points** would be missed more "
-            f"than one time in five (two-sided 5% test, 80% power). Four times the seeds (`seed=...`) would bring "
-            f"that to {more_seeds:.1f} points; four times the test rows (`dataset.sizes.test={4 * rows_n}`, if the "
-            f"file has them) to {bigger_test:.1f}.")
+def _count(value: float, now: int, unit: str) -> str:
+    if math.isinf(value):
+        return "none would: the observed difference is at or below −margin"
+    need = max(math.ceil(value), 2)
+    return f"{need:,} {unit}" + (" (as many as now or fewer: the test is near its edge)" if need <= now else "")
 
 
-def section(cells: list[Cell], runs: pd.DataFrame, metric: str) -> Section:
+def sample_sizes(cells: list[Cell], full: Cell | None, rules: Rules) -> pd.DataFrame:
+    """Per undecided comparison: seeds, or test rows, that non-inferiority would need at 80% power."""
+    out = []
+    for label, (cell, j) in judged(cells, full, rules).items():
+        if j.verdict in ("competitive", "untested"):
+            continue
+        c = j.comparison
+        seeds, test_rows = rules.sample_size(c)
+        out.append({"Comparison": f"{label} − full FT", "Observed difference": f"{c.value:+.2f}",
+                    "SD of per-seed differences": f"{c.sd_seed:.2f}" if c.sd_seed == c.sd_seed else "–",
+                    "Seeds needed": _count(seeds, c.n, "seeds"),
+                    "Test rows needed": _count(test_rows, c.rows, "rows") if c.rows else
+                    "no per-row outputs in these records"})
+    return pd.DataFrame(out)
+
+
+SAMPLE_NOTE = ("Sample size to decide non-inferiority at the margin with 80% power, if the observed difference and "
+               "spreads are the truth: seeds by the one-sided paired t over seeds (statsmodels TTestPower, the "
+               "seed-to-seed SD of the difference), test rows by a one-sided test over rows (statsmodels "
+               "NormalIndPower, one sample, the SD of the per-row differences); each holds the other source of "
+               "noise as it is. Where the observed difference is at or below −margin, no sample would show "
+               "non-inferiority: more runs would more likely show the cell worse.")
+
+
+def section(cells: list[Cell], metric: str, rules: Rules) -> Section:
     full = find(cells, "full")
     out = Section("The answer")
-    out.table(rows(cells, full), f"{metric_label(metric)}: mean and 95% t interval over the seeds whose runs learned, "
-                                 "at each cell's learning rate (chosen on validation where several were tried); "
-                                 "differences by paired t (Welch where seeds differ). Memory: the exact ledger of one "
-                                 "training step; MB = 1e6 bytes.")
-    out.text(verdict(cells, full))
-    line = power_line(cells, runs)
-    if line:
-        out.text(line)
+    bounds = difference_bounds(metric)
+    out.table(rows(cells, full, rules),
+              f"{metric_label(metric)}: mean and 95% t interval over the seeds whose runs learned, at each cell's "
+              "learning rate (chosen on validation where several were tried); intervals are kept inside the metric's "
+              f"range{' (a * marks one cut at it)' if bounds else ''}; seed SD: the spread of one run's score across "
+              f"seeds. {DIFFERENCES} Non-inferiority: the one-sided 95% lower bound and Holm's p. Memory: the exact "
+              "ledger of one training step; MB = 1e6 bytes.")
+    out.text(recommendation(cells, full, rules))
+    sizes = sample_sizes(cells, full, rules)
+    if len(sizes):
+        out.table(sizes, SAMPLE_NOTE)
     return out

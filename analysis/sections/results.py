@@ -55,11 +55,18 @@ def adapter_params(cell: Cell) -> int | None:
 
 
 def paired_text(a: Cell | None, b: Cell | None) -> str:
+    """a - b with its 95% interval, what the interval answers, its test and two-sided p."""
     if a is None or b is None or a.lr is None or b.lr is None:
         return ""
-    diff = stats.difference(a.scores(), b.scores())
+    diff = a.compare(b)
+    est = diff.estimate(stats.LEVEL, cellmod.difference_bounds(a.metric))
     p = "" if diff.p is None else f", p = {diff.p:.3f}"
-    return f"{diff.text(signed=True)} <sub>{diff.method}{p}</sub>"
+    return f"{est.text(signed=True)} <sub>{diff.method}{p}; answers: {diff.answers}</sub>"
+
+
+def seed_sd_text(cell: Cell) -> str:
+    sd = cell.seed_sd()
+    return "–" if sd != sd else f"{sd:.2f}"
 
 
 def main_table(cells: list[Cell]) -> pd.DataFrame:
@@ -86,7 +93,8 @@ def versus_full(cells: list[Cell]) -> pd.DataFrame:
     full = find(cells, "full")
     if full is None:
         return pd.DataFrame()
-    rows = [{"Cell": c.label, "lr": f"{c.lr:g}" if c.lr else "", "Difference to full FT (points)": paired_text(c, full)}
+    rows = [{"Cell": c.label, "lr": f"{c.lr:g}" if c.lr else "", "Seed SD": seed_sd_text(c),
+             "Difference to full FT (points)": paired_text(c, full)}
             for c in cells if c.method != "full"]
     return pd.DataFrame(rows)
 
@@ -101,8 +109,17 @@ def caption(cells: list[Cell], metric: str, runs: pd.DataFrame) -> str:
         n, mean = int(test_rows.iloc[0]), sum(scores) / len(scores) / 100
         text += (f" The test split has {n:,} rows: one run's accuracy near {100 * mean:.0f}% carries a binomial "
                  f"standard error of ±{100 * stats.binomial_se(mean, n):.2f} points.")
-    return text + (" Differences: paired t test over the seeds both cells ran (Welch's t where they differ); "
-                   "adapter params count LoRA's A and B only (the task heads that train beside them are not adapter).")
+    if any(c.estimate().clipped for c in cells):
+        text += " An interval marked * reached past the metric's range and is cut at it (a t interval over few seeds)."
+    return text + (" " + DIFFERENCES + " Adapter params count LoRA's A and B only (the task heads that train beside "
+                   "them are not adapter).")
+
+
+DIFFERENCES = ("Differences (95% interval, two-sided p): where both cells kept per-row outputs, a two-level bootstrap "
+               "over the paired seeds and the shared test rows aligned by row id (it answers another training seed and "
+               "another test sample; one seed: McNemar's exact test, answering another test sample); for records "
+               "without per-row outputs, the paired t test over the seeds both cells ran (Welch's t where they differ), "
+               "which answers another training seed only: the test split is held fixed.")
 
 
 def chance(runs: pd.DataFrame) -> float | None:
@@ -115,7 +132,8 @@ def section(cells: list[Cell], runs: pd.DataFrame, metric: str, folder: str) -> 
     out.table(main_table(cells), caption(cells, metric, runs))
     versus = versus_full(cells)
     if len(versus):
-        out.table(versus, "Every cell against full fine-tuning (the interval of the difference, its test, p).")
+        out.table(versus, "Every cell against full fine-tuning: the seed-to-seed SD of its score, the difference with "
+                          "its 95% interval, its test and two-sided p, and what the interval answers.")
     out.figure(figures.rank_plot(cells, metric_label(metric), chance(runs) if cellmod.is_fraction(metric) else None,
                                  folder),
                f"{metric_label(metric)} against rank (log 2): mean and 95% t interval per cell at its chosen learning "

@@ -8,6 +8,7 @@ from datetime import datetime
 import pandas as pd
 
 from analysis.document import Section
+from analysis.rules import Rules
 
 
 def _text(value) -> str:
@@ -95,7 +96,7 @@ def by_status(runs: pd.DataFrame) -> str:
     return f"{len(runs)} runs: {status}; of the ok runs: " + ", ".join(f"{n} {h}" for h, n in health.items())
 
 
-def section(runs: pd.DataFrame) -> Section:
+def section(runs: pd.DataFrame, rules: Rules | None = None) -> Section:
     rows = [
         ("Model", _joined(runs, "model")), ("Dataset", _joined(runs, "dataset")),
         ("Split sizes (rows)", split_sizes(runs)), ("Training", training_length(runs)),
@@ -107,5 +108,6 @@ def section(runs: pd.DataFrame) -> Section:
         ("Code", f"commit {commits(runs)}; versions: transformers {_joined(runs, 'provenance.versions.transformers')}, "
                  f"peft {_joined(runs, 'provenance.versions.peft')}, torch {_joined(runs, 'provenance.versions.torch')}"),
         ("Wall time", wall_time(runs)), ("Runs", by_status(runs)),
+        ("Decision rules", (rules or Rules()).describe() + " (`--margin` sets it)"),
     ]
     return Section("Setup").table(pd.DataFrame(rows, columns=["Setting", "Value"]))
