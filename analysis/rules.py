@@ -30,6 +30,10 @@ EQUIVALENCE = "equivalence"
 SUPERIORITY = "superiority"
 
 
+def p_text(p: float) -> str:
+    return "< 0.001" if p < 0.001 else f"= {p:.3f}"
+
+
 @dataclass
 class Judged:
     """One comparison of a family, its test, its p before and after Holm, and its verdict."""
@@ -102,7 +106,7 @@ class Rules:
         level = self.interval_level(judged.test)
         est = c.estimate(level, bounds)
         return (f"{est.text(signed=True)} points ({100 * level:.0f}% interval: {c.answers}; {c.method}); "
-                f"{self.threshold_text(judged.test)}: p = {judged.p:.3f}, Holm p = {judged.p_holm:.3f} "
+                f"{self.threshold_text(judged.test)}: p {p_text(judged.p)}, Holm p {p_text(judged.p_holm)} "
                 f"(family of {judged.family}) -> {judged.verdict}")
 
     def threshold_text(self, test: str) -> str:

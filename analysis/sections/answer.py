@@ -11,7 +11,7 @@ import pandas as pd
 
 from analysis.cells import Cell, difference_bounds, find
 from analysis.document import Section
-from analysis.rules import NON_INFERIORITY, Judged, Rules
+from analysis.rules import NON_INFERIORITY, Judged, Rules, p_text
 from analysis.sections.memory import MB, ledger_row
 from analysis.sections.results import DIFFERENCES, metric_label, paired_text, seed_sd_text
 
@@ -46,7 +46,7 @@ def _bound_text(j: Judged, rules: Rules) -> str:
     if j.verdict == "untested":
         return "untested (too few seeds)"
     low = j.comparison.interval(rules.interval_level(NON_INFERIORITY))[0]
-    return f"{j.verdict}: bound {low:+.2f}, Holm p = {j.p_holm:.3f}"
+    return f"{j.verdict}: bound {low:+.2f}, Holm p {p_text(j.p_holm)}"
 
 
 def rows(cells: list[Cell], full: Cell | None, rules: Rules) -> pd.DataFrame:

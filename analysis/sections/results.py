@@ -13,6 +13,7 @@ from analysis import cells as cellmod
 from analysis import figures, stats
 from analysis.cells import METHOD_LABELS, Cell, find
 from analysis.document import Section
+from analysis.rules import p_text
 from lab.config import validate
 from lab.memory.estimate import Plan
 
@@ -60,7 +61,7 @@ def paired_text(a: Cell | None, b: Cell | None) -> str:
         return ""
     diff = a.compare(b)
     est = diff.estimate(stats.LEVEL, cellmod.difference_bounds(a.metric))
-    p = "" if diff.p is None else f", p = {diff.p:.3f}"
+    p = "" if diff.p is None else f", p {p_text(diff.p)}"
     return f"{est.text(signed=True)} <sub>{diff.method}{p}; answers: {diff.answers}</sub>"
 
 
