@@ -113,11 +113,11 @@ def _row_matrix(runs: pd.DataFrame, split: str) -> pd.DataFrame | None:
     """The runs' per-row correctness as points, one row per seed, aligned by row id."""
     series = {}
     for _, run in runs.iterrows():
-        folder = os.path.dirname(str(run["path"]))
-        expected = run.get("rows.sha256")
-        if not isinstance(expected, str) or not os.path.exists(os.path.join(folder, run.get("rows.file") or "")):
-            return None
-        if file_sha256(os.path.join(folder, run["rows.file"])) != expected:
+        expected, name = run.get("rows.sha256"), run.get("rows.file")
+        if not isinstance(expected, str) or not isinstance(name, str) or not isinstance(run.get("path"), str):
+            return None  # an older record (no per-row outputs), or one from W&B
+        folder = os.path.dirname(run["path"])
+        if not os.path.exists(os.path.join(folder, name)) or file_sha256(os.path.join(folder, name)) != expected:
             return None  # the file changed after the record was written: not the run's outputs
         frame = read_rows(folder, split)
         if frame is None or "correct" not in frame:

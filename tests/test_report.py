@@ -6,13 +6,18 @@ import os
 import shutil
 import subprocess
 
+import re
+
+import numpy as np
 import pandas as pd
 import pytest
 
 from analysis import cells as cellmod
 from analysis import claims, report
 from analysis.collect import Collection, to_frame
-from analysis.sections import results
+from analysis.rules import Rules
+from analysis.sections import answer, results
+from lab.rows import row_ids, write_rows
 from sweep_helpers import tiny_sweep
 
 
@@ -78,19 +83,121 @@ def test_claims_need_five_seeds_and_name_their_test():
     few = cell_runs("full", None, {1e-4: (0.795, 0.78)}, seeds=3) + cell_runs("lora", 16, {2e-3: (0.79, 0.78)}, seeds=3)
     verdict = claims.judge(cellmod.build(frame(few), "test_accuracy"))[0]
     assert verdict["verdict"] == "not enough seeds" and "n=3" in verdict["evidence"][0]
-    enough = cell_runs("full", None, {1e-4: (0.795, 0.78)}) + cell_runs("lora", 16, {2e-3: (0.794, 0.78)})
+    # Changed with issue 20: "held" needs non-inferiority shown at the margin, not an interval that holds 0.
+    enough = cell_runs("full", None, {1e-4: (0.795, 0.78)}) + cell_runs("lora", 16, {2e-3: (0.794, 0.78)},
+                                                                          pattern=(1, 2, -1, 1, -2))
     verdict = claims.judge(cellmod.build(frame(enough), "test_accuracy"))[0]
     assert verdict["verdict"] == "held" and "paired t, 4 df" in verdict["evidence"][0]
+    assert "non-inferiority at −1" in verdict["evidence"][0] and "Holm" in verdict["evidence"][0]
     worse = cell_runs("full", None, {1e-4: (0.795, 0.78)}) + cell_runs("lora", 16, {2e-3: (0.75, 0.74)})
     assert claims.judge(cellmod.build(frame(worse), "test_accuracy"))[0]["verdict"] == "not held"
 
 
-def test_gains_diminish_reads_the_rank_ladder():
+def test_an_interval_that_holds_zero_is_not_similarity():
+    """A noisy cell whose interval holds 0 (the old "cannot tell apart") is inconclusive, not similar."""
+    noisy = cell_runs("full", None, {1e-4: (0.787, 0.78)}) + cell_runs("qlora", 16, {2e-3: (0.77, 0.76)},
+                                                                         pattern=(10, -12, 8, -9, 3))
+    verdict = claims.judge(cellmod.build(frame(noisy), "test_accuracy"))[1]
+    assert verdict["verdict"] == "inconclusive" and "equivalence within ±1" in verdict["evidence"][0]
+
+
+def _ladder(ladder):
+    return [r for rank, acc, pattern in ladder for r in cell_runs("qlora", rank, {2e-3: (acc, acc)}, pattern=pattern)]
+
+
+def test_gains_diminish_needs_a_shown_gain_and_equivalence_above():
     ladder = ((1, 0.72, (0, 2, -2, 1, -1)), (4, 0.76, (1, -1, 0, 2, -2)), (16, 0.778, (-2, 1, 2, 0, -1)),
               (64, 0.779, (2, 0, -1, -2, 1)))
-    records = [r for rank, acc, pattern in ladder for r in cell_runs("qlora", rank, {2e-3: (acc, acc)}, pattern=pattern)]
-    verdict = claims.gains_diminish(cellmod.build(frame(records), "test_accuracy"))
-    assert verdict["verdict"] == "held" and "r* = 16" in verdict["evidence"]
+    verdict = claims.gains_diminish(cellmod.build(frame(_ladder(ladder)), "test_accuracy"))
+    assert verdict["verdict"] == "held" and any(e.startswith("r* = 16") for e in verdict["evidence"])
+    assert "equivalence within ±1" in " ".join(verdict["evidence"])
+
+
+def test_a_flat_ladder_without_a_shown_gain_is_not_a_plateau():
+    """The issue's first bullet: no step gains, so the old rule set r* = 1 and said held."""
+    flat = ((1, 0.778, (0, 2, -2, 1, -1)), (4, 0.778, (1, -1, 0, 2, -2)), (16, 0.778, (-2, 1, 2, 0, -1)),
+            (64, 0.778, (2, 0, -1, -2, 1)))
+    verdict = claims.gains_diminish(cellmod.build(frame(_ladder(flat)), "test_accuracy"))
+    assert verdict["verdict"] == "inconclusive" and "no rank run has both" in verdict["evidence"][-1]
+
+
+def test_beyond_256_is_not_testable_without_a_rank_above_it():
+    ladder = ((1, 0.72, (0, 2, -2, 1, -1)), (16, 0.778, (-2, 1, 2, 0, -1)), (256, 0.779, (2, 0, -1, -2, 1)))
+    cells = cellmod.build(frame(_ladder(ladder)), "test_accuracy")
+    assert claims.judge(cells)[2]["verdict"] == "not testable"
+    above = _ladder(ladder + ((1024, 0.7785, (1, -1, 0, 2, -2)),))
+    assert claims.judge(cellmod.build(frame(above), "test_accuracy"))[2]["verdict"] == "held"
+
+
+def _with_ledger(records, total):
+    for r in records:
+        r["memory"] = {**r["memory"], "ledger_total": total}
+    return records
+
+
+def _issue_cells():
+    """The issue's tuned sweep: full FT, a noisy QLoRA r=4 (mean 73.48, SD 5.19) and a steady LoRA r=16."""
+    def runs(method, rank, scores, lr, total):
+        out = [record(method, rank, seed, lr, s / 100, s / 100) for seed, s in enumerate(scores)]
+        return _with_ledger(out, total)
+    records = (runs("full", None, [80.1, 79.9, 78.4, 78.0, 77.1], 1e-4, 542.8e6)
+               + runs("qlora", 4, [75.6, 76.2, 75.9, 75.5, 64.2], 8e-3, 207.0e6)
+               + runs("lora", 16, [79.3, 79.6, 78.8, 78.5, 77.9], 2e-3, 246.2e6))
+    return cellmod.build(frame(records), "test_accuracy")
+
+
+def test_the_answer_never_recommends_a_cell_that_fails_non_inferiority():
+    cells = _issue_cells()
+    full = cellmod.find(cells, "full")
+    text = answer.recommendation(cells, full, Rules())
+    assert "**Recommended: LoRA r=16**" in text and "QLoRA r=4" not in text
+    table = answer.rows(cells, full, Rules())
+    row = table[table["Method"] == "QLoRA r=4"].iloc[0]
+    assert row["Seed SD"] == "5.19" and row["Non-inferior at −1?"].startswith("inconclusive")
+    sizes = answer.sample_sizes(cells, full, Rules())
+    assert list(sizes["Comparison"]) == ["QLoRA r=4 − full FT"] and sizes.iloc[0]["Seeds needed"].startswith("none")
+
+
+def test_with_nothing_non_inferior_the_answer_says_so():
+    cells = [c for c in _issue_cells() if c.label != "LoRA r=16"]
+    text = answer.recommendation(cells, cellmod.find(cells, "full"), Rules())
+    assert "No cell passes" in text and "Recommended" not in text
+
+
+def test_no_interval_in_the_answer_leaves_the_metric_range():
+    """`make demo`: LoRA r=4 77.10 [45.33, 108.87] (n=2) and still a cheapest method."""
+    records = cell_runs("full", None, {1e-4: (0.99, 0.98)}, seeds=2) + [
+        record("lora", 4, 0, 2e-3, 0.946, 0.94), record("lora", 4, 1, 2e-3, 0.996, 0.99)]
+    cells = cellmod.build(frame(records), "test_accuracy")
+    table = answer.rows(cells, cellmod.find(cells, "full"), Rules())
+    numbers = [float(x) for cell in table["Score"] for x in re.findall(r"-?\d+\.\d+", cell)]
+    assert max(numbers) <= 100 and "*" in table.iloc[1]["Score"]
+    assert "Recommended" not in answer.recommendation(cells, cellmod.find(cells, "full"), Rules())
+
+
+def test_per_row_outputs_pair_the_difference_on_rows_and_seeds(tmp_path):
+    """Records with a rows file: the two-level bootstrap; a rows file changed after its record: the seed t."""
+    ids = row_ids(f"row {i}" for i in range(200))
+    records = []
+    for method, rank, base in (("full", None, 0.80), ("lora", 16, 0.79)):
+        for seed in range(5):
+            rng = np.random.default_rng(seed)
+            correct = rng.random(200) < base + 0.01 * (seed - 2)
+            run = record(method, rank, seed, 2e-3, correct.mean(), correct.mean())
+            folder = tmp_path / run["run_id"]
+            run["rows"] = write_rows(str(folder), pd.DataFrame({"split": "test", "row_id": ids, "gold": 1,
+                                                                "pred": correct.astype(int), "p_gold": 0.5,
+                                                                "correct": correct}))
+            run["path"] = str(folder / "result.json")
+            records.append(run)
+    full, lora = cellmod.build(frame(records), "test_accuracy")
+    diff = lora.compare(full)
+    assert diff.method.startswith("two-level bootstrap, 5 paired seeds x 200 rows") and diff.rows == 200
+    assert "another training seed and another test sample" in results.paired_text(lora, full)
+    with open(tmp_path / records[-1]["run_id"] / "rows.parquet", "ab") as f:
+        f.write(b"changed")
+    full, lora = cellmod.build(frame(records), "test_accuracy")
+    assert lora.compare(full).method == "paired t, 4 df"
 
 
 @pytest.fixture(scope="module")
