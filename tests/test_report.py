@@ -200,6 +200,12 @@ def test_per_row_outputs_pair_the_difference_on_rows_and_seeds(tmp_path):
     assert lora.compare(full).method == "paired t, 4 df"
 
 
+def test_a_bad_margin_is_a_clear_usage_error(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        report.main(["--results", "nowhere", "--out", "nowhere", "--margin", "-1"])
+    assert exit_.value.code == 2 and "--margin: '-1': the margin is a positive number" in capsys.readouterr().err
+
+
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     sweep = tiny_sweep(tmp_path_factory)
@@ -221,7 +227,8 @@ def test_the_report_of_a_real_sweep_opens_with_its_setup_and_names_every_run_sta
     text = open(paths["md"]).read()
     assert text.index("## Setup") < text.index("## Results")
     for needed in ("tiny-bert", "synthetic-cls", "8 steps x batch 16", "train 96, validation 32, test 32",
-                   "Runs by status and health", "diverged", "failed", "binomial standard error"):
+                   "Runs by status and health", "diverged", "failed", "binomial standard error",
+                   "| Decision rules", "margin 1 point(s)", "Holm's correction", "Rule: a cell is recommended only if"):
         assert needed in text, needed
     for name in ("runs.csv", "claims.csv", "main_table.csv", "report.html", "loss_curves.png", "memory_ledger.png"):
         assert (out / name).exists(), name
