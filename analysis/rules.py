@@ -56,9 +56,13 @@ class Rules:
         if not (isinstance(self.margin, (int, float)) and self.margin > 0 and math.isfinite(self.margin)):
             raise ValueError(f"margin: {self.margin!r} is not allowed; it is a positive number of the metric's points")
 
+    @property
+    def unit(self) -> str:
+        return "point" if self.margin == 1 else "points"
+
     def describe(self) -> str:
         m = f"{self.margin:g}"
-        return (f"margin {m} point(s); similar = equivalence (TOST: the 90% interval inside ±{m}), competitive = "
+        return (f"margin {m} {self.unit}; similar = equivalence (TOST: the 90% interval inside ±{m}), competitive = "
                 f"non-inferiority (one-sided 95% lower bound above −{m}), gain = superiority (one-sided 95% lower "
                 f"bound above 0); Holm's correction across each family of comparisons, α = {self.alpha:g}")
 

@@ -228,7 +228,7 @@ def test_the_report_of_a_real_sweep_opens_with_its_setup_and_names_every_run_sta
     assert text.index("## Setup") < text.index("## Results")
     for needed in ("tiny-bert", "synthetic-cls", "8 steps x batch 16", "train 96, validation 32, test 32",
                    "Runs by status and health", "diverged", "failed", "binomial standard error",
-                   "| Decision rules", "margin 1 point(s)", "Holm's correction", "Rule: a cell is recommended only if"):
+                   "| Decision rules", "margin 1 point;", "Holm's correction", "Rule: a cell is recommended only if"):
         assert needed in text, needed
     for name in ("runs.csv", "claims.csv", "main_table.csv", "report.html", "loss_curves.png", "memory_ledger.png"):
         assert (out / name).exists(), name

@@ -56,7 +56,7 @@ def table2_matches(runs: pd.DataFrame) -> pd.DataFrame:
             ours = list(match["metrics.test_accuracy"] * 100)
             rows.append({"Model": ref["model"], "Dataset": column, "Method": ref["method"],
                          "Ours: median": round(float(pd.Series(ours).median()), 2),
-                         "Ours: mean [95% t]": stats.mean_interval(ours).text(), "Published": theirs,
+                         "Ours: mean [95% t]": stats.mean_interval(ours, bounds=(0.0, 100.0)).text(), "Published": theirs,
                          "Differs": "our test split vs their GLUE dev; our steps and learning rate"})
     return pd.DataFrame(rows)
 
