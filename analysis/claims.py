@@ -67,7 +67,8 @@ def _against_full(claim: dict, adapters: list[Cell], full: Cell | None, test: st
 def lora_competitive(cells: list[Cell], full: Cell | None, rules: Rules) -> dict:
     lora = [c for c in cells if c.method == "lora" and c.rank in LOW_RANKS and c.lr is not None]
     claim = {"claim": "LoRA competitive at ranks 8 or 16",
-             "rule": f"at each LoRA rank of {LOW_RANKS} run: LoRA − full FT non-inferior at −{rules.margin:g} {rules.unit} "
+             "rule": f"at each LoRA rank of {LOW_RANKS} run: LoRA − full FT non-inferior at "
+                     f"−{rules.margin:g} {rules.unit} "
                      f"(one-sided 95% lower bound above −{rules.margin:g}), Holm across the ranks"}
     return _against_full(claim, lora, full, NON_INFERIORITY, rules)
 
@@ -77,7 +78,8 @@ def qlora_similar(cells: list[Cell], full: Cell | None, rules: Rules) -> dict:
              and c.lr is not None]
     claim = {"claim": "QLoRA similar to full fine-tuning",
              "rule": f"at each QLoRA rank from {QLORA_RANGE[0]} to {QLORA_RANGE[1]} run: QLoRA − full FT equivalent "
-                     f"within ±{rules.margin:g} {rules.unit} (TOST: the 90% interval inside the margin), Holm across the ranks"}
+                     f"within ±{rules.margin:g} {rules.unit} (TOST: the 90% interval inside the margin), "
+                     "Holm across the ranks"}
     return _against_full(claim, qlora, full, EQUIVALENCE, rules)
 
 

@@ -114,7 +114,8 @@ class Rules:
                 f"(family of {judged.family}) -> {judged.verdict}")
 
     def threshold_text(self, test: str) -> str:
-        return {NON_INFERIORITY: f"non-inferiority at −{self.margin:g}", EQUIVALENCE: f"equivalence within ±{self.margin:g}",
+        return {NON_INFERIORITY: f"non-inferiority at −{self.margin:g}",
+                EQUIVALENCE: f"equivalence within ±{self.margin:g}",
                 SUPERIORITY: "superiority over 0"}[test]
 
     def sample_size(self, comparison: Comparison) -> tuple[float, float]:

@@ -75,7 +75,8 @@ def recommendation(cells: list[Cell], full: Cell | None, rules: Rules) -> str:
     tests = judged(cells, full, rules)
     passed = [c for c, j in tests.values() if j.verdict == "competitive"]
     cheaper = [c for c in passed if _ledger(c) < _ledger(full)]
-    head = (f"Rule: a cell is recommended only if it is non-inferior to full fine-tuning at −{rules.margin:g} {rules.unit} "
+    head = (f"Rule: a cell is recommended only if it is non-inferior to full fine-tuning at −{rules.margin:g} "
+            f"{rules.unit} "
             f"(one-sided 95% lower bound of the difference above −{rules.margin:g}, Holm across the {len(tests)} "
             "cells), and among those the cheapest by the exact memory ledger.")
     if not passed:
