@@ -52,12 +52,6 @@ class Estimate:
     p: float | None = None
     clipped: bool = False
 
-    @property
-    def holds_zero(self) -> bool | None:
-        if math.isnan(self.low):
-            return None
-        return self.low <= 0 <= self.high
-
     def text(self, digits: int = 2, signed: bool = False) -> str:
         fmt = f"{{:{'+' if signed else ''}.{digits}f}}"
         if math.isnan(self.value):

@@ -151,6 +151,7 @@ def test_the_answer_never_recommends_a_cell_that_fails_non_inferiority():
     full = cellmod.find(cells, "full")
     text = answer.recommendation(cells, full, Rules())
     assert "**Recommended: LoRA r=16**" in text and "QLoRA r=4" not in text
+    assert "seed-paired t test" in answer.fallback_note(cells, full, Rules())  # these records kept no rows
     table = answer.rows(cells, full, Rules())
     row = table[table["Method"] == "QLoRA r=4"].iloc[0]
     assert row["Seed SD"] == "5.19" and row["Non-inferior at −1?"].startswith("inconclusive")

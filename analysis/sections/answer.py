@@ -89,6 +89,16 @@ def recommendation(cells: list[Cell], full: Cell | None, rules: Rules) -> str:
     return head + f" Non-inferior: {named}. **Recommended: {best.label}** ({_ledger(best) / MB:.1f} MB by the ledger)."
 
 
+def fallback_note(cells: list[Cell], full: Cell | None, rules: Rules) -> str | None:
+    """Say so where a difference could not be paired on the test rows."""
+    seed_only = [label for label, (_, j) in judged(cells, full, rules).items() if j.comparison.rows == 0]
+    if not seed_only:
+        return None
+    return (f"No per-row outputs for {', '.join(seed_only)} (records written before runs kept them, or a rows file "
+            "that no longer matches its record): their differences are the seed-paired t test, whose interval answers "
+            "another training seed only; the test split's own noise is not in it.")
+
+
 def _count(value: float, now: int, unit: str) -> str:
     if math.isinf(value):
         return "none would: the observed difference is at or below −margin"
@@ -132,6 +142,9 @@ def section(cells: list[Cell], metric: str, rules: Rules) -> Section:
               f"seeds. {DIFFERENCES} Non-inferiority: the one-sided 95% lower bound and Holm's p. Memory: the exact "
               "ledger of one training step; MB = 1e6 bytes.")
     out.text(recommendation(cells, full, rules))
+    note = fallback_note(cells, full, rules)
+    if note:
+        out.text(note)
     sizes = sample_sizes(cells, full, rules)
     if len(sizes):
         out.table(sizes, SAMPLE_NOTE)
