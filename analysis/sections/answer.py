@@ -94,7 +94,8 @@ def fallback_note(cells: list[Cell], full: Cell | None, rules: Rules) -> str | N
     seed_only = [label for label, (_, j) in judged(cells, full, rules).items() if j.comparison.rows == 0]
     if not seed_only:
         return None
-    return (f"No per-row outputs for {', '.join(seed_only)} (records written before runs kept them, or a rows file "
+    named = "any cell" if len(seed_only) == len(judged(cells, full, rules)) else ", ".join(seed_only)
+    return (f"No per-row outputs for {named} (records written before runs kept them, or a rows file "
             "that no longer matches its record): their differences are the seed-paired t test, whose interval answers "
             "another training seed only; the test split's own noise is not in it.")
 
