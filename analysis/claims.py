@@ -143,10 +143,13 @@ def gains_diminish(cells: list[Cell], rules: Rules | None = None, method: str = 
         return {**claim, "verdict": "not enough seeds", "evidence": [short]}
     gains = _gains(ladder, rules)
     lines = _gain_lines(ladder, gains, rules)
-    for cell in ladder[1:-1]:
+    first_gain = []  # the plateau tested at the first rank a gain was shown up to: what stood in the way
+    for cell, gain in zip(ladder[1:-1], gains):
         verdict, plateau = _plateau(ladder, int(cell.rank), gains, rules)
         if verdict == "held":
             return {**claim, "verdict": "held", "evidence": lines + plateau + [
                 f"r* = {int(cell.rank)}; ranks above {int(ladder[-1].rank)} were not run: not testable there"]}
+        first_gain = first_gain or (plateau if gain.verdict == "gain" else [])
     return {**claim, "verdict": "inconclusive",
-            "evidence": lines + ["no rank run has both a gain shown up to it and equivalence to it above it"]}
+            "evidence": lines + first_gain
+            + ["no rank run has both a gain shown up to it and equivalence to it above it"]}
