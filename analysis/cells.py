@@ -1,5 +1,5 @@
 """Runs grouped into cells (model, dataset, method, rank, and any setting that differs), each cell's
-learning rate chosen on validation (analysis.selection), and its test score over the runs that learned.
+learning rate chosen on validation (lab.selection), and its test score over the runs that learned.
 
 A cell that ran one learning rate has nothing to choose: its runs are taken as they are, and the
 table says the rate was not tuned. A cell that ran several gets the chosen rate, its grid edge (if
@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from analysis import selection, stats
+from analysis import stats
 from analysis.collect import CELL, hashable, split_keys
+from lab import selection
 from lab.rows import file_sha256, read_rows
 
 # A method's place in every table and figure, and its colour (one per method, in every figure).

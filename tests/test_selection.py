@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from analysis import selection
-from analysis.selection import Trial
+from lab import selection
+from lab.selection import Trial
 from hydra_plugins.lab_sweeps.grouped_sweeper import BracketConf, bracket_jobs, confirm_jobs, trials
 
 

@@ -10,7 +10,7 @@ from analysis.cells import Cell
 from analysis.document import Section
 
 RULE = ("Per cell, the learning rate with the best mean validation score over the seeds every rate ran, among "
-        "rates none of whose runs failed or collapsed (analysis/selection.py; the sweeper extends the grid by the "
+        "rates none of whose runs failed or collapsed (lab/selection.py; the sweeper extends the grid by the "
         "same rule). A choice on the edge of its grid is flagged: the optimum may lie outside it.")
 
 

@@ -14,7 +14,7 @@ Values use Hydra's override grammar, as in the basic sweeper. Command-line overr
 every group and replace a group's value for the same key. A job that appears in two groups runs
 once. Without `groups` this is the basic sweeper.
 
-`bracket` extends the grid until each cell's chosen value (by analysis.selection's rule: best mean
+`bracket` extends the grid until each cell's chosen value (by lab.selection's rule: best mean
 validation score among values none of whose runs failed or collapsed) has a tried value on both
 sides: a choice on the grid's edge gets its next neighbour (one grid step further, at the cell's
 seeds), round after round, up to `max_rounds`. `confirm_seeds` then runs each cell's chosen value
@@ -45,7 +45,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.utils import JobReturn
 from omegaconf import OmegaConf
 
-from analysis import selection
+from lab import selection
 from lab.record import scrub_hydra, scrub_overrides, write_json_atomic
 
 log = logging.getLogger(__name__)
