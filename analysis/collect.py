@@ -14,13 +14,13 @@ its path and what is wrong (partial: killed or still running; corrupt; not a rec
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from dataclasses import dataclass, field
 
 import pandas as pd
 
-from lab.record import STATUSES
+from lab import record as record_io
+from lab.record import STATUSES, record_from_summary
 
 # Keys that identify a run's setting besides method, rank and seed. A table cell averages over
 # seeds only, so any of these that differs inside one (model, dataset, method, rank) cell splits
@@ -52,30 +52,10 @@ class Collection:
 
 
 def read_results(results_dir: str) -> tuple[list[dict], list[dict]]:
-    """(records, problems) of the run folders under `results_dir`."""
-    records, problems = [], []
-    if not os.path.isdir(results_dir):
-        return records, [{"path": results_dir, "problem": "missing: no such results folder"}]
-    for name in sorted(os.listdir(results_dir)):
-        folder = os.path.join(results_dir, name)
-        if not os.path.isdir(folder) or name.startswith("."):
-            continue
-        path = os.path.join(folder, "result.json")
-        if not os.path.exists(path):
-            problems.append({"path": folder, "problem": "partial: no result.json (killed, crashed hard, or still running)"})
-            continue
-        try:
-            with open(path) as f:
-                record = json.load(f)
-        except (OSError, ValueError) as err:
-            problems.append({"path": path, "problem": f"corrupt: {type(err).__name__}: {err}"})
-            continue
-        if not isinstance(record, dict) or record.get("status") not in STATUSES or not record.get("run_id"):
-            status = record.get("status") if isinstance(record, dict) else type(record).__name__
-            problems.append({"path": path, "problem": f"not a run record (status {status!r})"})
-            continue
-        record["source"], record["path"] = "results", path
-        records.append(record)
+    """(records, problems) of the run folders under `results_dir` (lab.record reads them)."""
+    records, problems = record_io.read_results(results_dir)
+    for record in records:
+        record["source"], record["path"] = "results", record.pop("path")
     return records, problems
 
 
@@ -111,11 +91,9 @@ def _add(record_or_problem: dict, records: list[dict], problems: list[dict]) -> 
 
 def wandb_record(path: str, url: str, config: dict, summary: dict) -> dict:
     """A row's record from a W&B run, or a problem. The summary holds the result record's fields
-    (lab.tracking.summary_of: params, memory, timing, ... and metrics under test/, validation/,
+    (lab.record.summary_of: params, memory, timing, ... and metrics under test/, validation/,
     train/); runs logged before it did hold status and flat metrics only. The row's run id is
     `wandb:<path>`; `lab_run_id` is the run id the run recorded."""
-    from lab.tracking import record_from_summary  # imports wandb: only when W&B runs are read
-
     method, status = config.get("method") or {}, summary.get("status")
     if status not in STATUSES or not isinstance(method, dict):
         return {"path": f"wandb:{path}", "problem": f"no finished lab record (status {status!r})"}

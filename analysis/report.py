@@ -12,40 +12,26 @@ generated from the records each time; never edit it by hand.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 
 import pandas as pd
-from omegaconf import OmegaConf
 
 from analysis import cells as cellmod
 from analysis import document
 from analysis.collect import Collection, collect, filter_rows
 from analysis.rules import MARGIN, Rules
 from analysis.sections import answer, claims, curves, learning_rates, memory, pareto, published, results, runs, setup
-from hydra_plugins.lab_sweeps.grouped_sweeper import SUMMARY_FILE, expand
+from lab.sweep import SUMMARY_FILE, grid_size, read_summary, summary_path
 
 
 def read_sweep(path: str) -> dict:
-    folder = path if os.path.isdir(path) else os.path.dirname(path)
-    summary_path = os.path.join(folder, SUMMARY_FILE) if os.path.isdir(path) else path
-    if not os.path.exists(summary_path):
-        raise SystemExit(f"--sweep: no {SUMMARY_FILE} at {summary_path} (it is written when a sweep's jobs have run)")
-    with open(summary_path) as f:
-        sweep = json.load(f)
+    sweep = read_summary(path)
+    if sweep is None:
+        raise SystemExit(f"--sweep: no readable {SUMMARY_FILE} at {summary_path(path)} (it is written when a "
+                         "sweep's jobs have run)")
     if sweep.get("grid_jobs") is None:
-        sweep["grid_jobs"] = _grid_size(folder)
+        sweep["grid_jobs"] = grid_size(path if os.path.isdir(path) else os.path.dirname(path))
     return sweep
-
-
-def _grid_size(folder: str) -> int | None:
-    """The sweep's own grid (before any bracketing), from the config it saved."""
-    path = os.path.join(folder, "multirun.yaml")
-    if not os.path.exists(path):
-        return None
-    sweeper = OmegaConf.load(path).hydra.sweeper
-    groups = OmegaConf.to_container(sweeper.get("groups")) or [{}]
-    return len(expand(OmegaConf.to_container(sweeper.get("params")) or {}, groups, []))
 
 
 def select_sweep(collection: Collection, sweep: dict) -> tuple[Collection, list[str]]:

@@ -23,12 +23,12 @@ from __future__ import annotations
 
 import argparse
 import glob
-import json
 import os
 import tempfile
 
 from lab.memory.compare import ACTIVATION_TOLERANCE, WGO_TOLERANCE, compare, within_tolerance
 from lab.memory.estimate import config_for
+from lab.record import RECORD_FILE, read_record
 from lab.train import run
 
 METHODS = ("full", "lora", "qlora")
@@ -80,9 +80,8 @@ def render(rows: list[dict]) -> str:
 def read_records(folder: str) -> list[dict]:
     """The finished records under `folder` that measured a training step."""
     records = []
-    for path in sorted(glob.glob(os.path.join(folder, "**", "result.json"), recursive=True)):
-        with open(path) as f:
-            record = json.load(f)
+    for path in sorted(glob.glob(os.path.join(folder, "**", RECORD_FILE), recursive=True)):
+        record = read_record(path) or {}
         if record.get("status") == "ok" and record.get("memory", {}).get("measured_steps"):
             records.append(record)
     return records

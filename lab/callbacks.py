@@ -12,6 +12,8 @@ import time
 import torch
 from transformers import TrainerCallback
 
+from lab.config import MIN_FREE_BYTES
+
 
 class Diverged(RuntimeError):
     """The training loss became NaN or infinite; the run is recorded as `diverged`."""
@@ -58,8 +60,9 @@ class SpaceGuard(TrainerCallback):
     """Before each checkpoint, checks the disk has room for it, so a full disk stops the run with a
     clear error (and its record) instead of leaving half a checkpoint behind."""
 
-    # Beyond the checkpoint: the record, the logs, the rename of the next checkpoint.
-    MARGIN = 16 * 2**20
+    # Beyond the checkpoint: the record, the logs, the rename of the next checkpoint (the margin the
+    # config check asks of paths.results before a run starts).
+    MARGIN = MIN_FREE_BYTES
 
     def on_step_end(self, args, state, control, model=None, optimizer=None, **kwargs):
         if not control.should_save:

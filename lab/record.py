@@ -1,5 +1,10 @@
 """One result record per run: `<results>/<run_id>/result.json`, written atomically.
 
+This module owns the record: its run id, its path, writing it (whole, or its essentials on a full
+disk), reading it back (one record, or a results folder with its problems named), the statuses it
+and a sweep's jobs can have, and its mapping to and from a W&B run's summary (lab.tracking does the
+W&B calls, analysis.collect reads W&B runs back through `record_from_summary`).
+
 The run id is a stable hash of what determines the run's outcome (method, rank, model, dataset,
 training settings, seed), never of paths, logging or output folders, so a rerun of the same
 config finds its record and a sweep can skip finished work.
@@ -14,6 +19,7 @@ import hashlib
 import json
 import os
 import re
+import statistics
 import tempfile
 
 from omegaconf import DictConfig, OmegaConf
@@ -21,7 +27,11 @@ from omegaconf import DictConfig, OmegaConf
 from lab.paths import slug
 
 SCHEMA = 1
+RECORD_FILE = "result.json"
+# A record's status; a sweep's job that left no record is `crashed` (it raised) or `invalid-config`.
 STATUSES = ("ok", "failed", "oom", "diverged")
+NO_RECORD = ("crashed", "invalid-config")
+FAILED = (*STATUSES[1:], *NO_RECORD)
 # Trainer settings that change how a run is observed or saved, not what it learns.
 NON_SEMANTIC_TRAINER_KEYS = ("logging_steps", "eval_steps", "save_steps", "threads", "eval_batch_size")
 # The max_steps every run with trainer.epochs is hashed with: conf/trainer/default.yaml's value when
@@ -74,7 +84,7 @@ def record_path(results_dir: str, rid: str) -> str:
     folder = os.path.realpath(os.path.join(root, rid))
     if os.path.dirname(folder) != root or os.path.basename(folder) != rid:
         raise ValueError(f"run id {rid!r} is not one folder name inside {results_dir}")
-    return os.path.join(results_dir, rid, "result.json")
+    return os.path.join(results_dir, rid, RECORD_FILE)
 
 
 @contextlib.contextmanager
@@ -96,14 +106,53 @@ def run_lock(record_file: str):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def read_record(path: str) -> dict | None:
-    """The record at `path`, or None if it is missing or unreadable (a corrupt record is rerun)."""
+class NotARecord(ValueError):
+    """A run folder's record is missing, unreadable or no run record; the message says which."""
+
+
+def load_record(path: str) -> dict:
+    """The record at `path`; raises NotARecord (partial, corrupt, or not a run record)."""
+    if not os.path.exists(path):
+        raise NotARecord(f"partial: no {RECORD_FILE} (killed, crashed hard, or still running)")
     try:
         with open(path) as f:
             record = json.load(f)
-    except (OSError, ValueError):
+    except (OSError, ValueError) as err:
+        raise NotARecord(f"corrupt: {type(err).__name__}: {err}") from err
+    if not isinstance(record, dict) or record.get("status") not in STATUSES:
+        status = record.get("status") if isinstance(record, dict) else type(record).__name__
+        raise NotARecord(f"not a run record (status {status!r})")
+    return record
+
+
+def read_record(path: str) -> dict | None:
+    """The record at `path`, or None if it is missing or unreadable (a corrupt record is rerun)."""
+    try:
+        return load_record(path)
+    except NotARecord:
         return None
-    return record if isinstance(record, dict) and record.get("status") in STATUSES else None
+
+
+def read_results(results_dir: str) -> tuple[list[dict], list[dict]]:
+    """(records, problems) of the run folders under `results_dir`; each problem names its path."""
+    records, problems = [], []
+    if not os.path.isdir(results_dir):
+        return records, [{"path": results_dir, "problem": "missing: no such results folder"}]
+    for name in sorted(os.listdir(results_dir)):
+        folder = os.path.join(results_dir, name)
+        if not os.path.isdir(folder) or name.startswith("."):
+            continue
+        path = os.path.join(folder, RECORD_FILE)
+        try:
+            record = load_record(path)
+            if not record.get("run_id"):
+                raise NotARecord(f"not a run record (status {record['status']!r}, no run_id)")
+        except NotARecord as err:
+            problems.append({"path": path if os.path.exists(path) else folder, "problem": str(err)})
+            continue
+        record["path"] = path
+        records.append(record)
+    return records, problems
 
 
 def write_json_atomic(path: str, payload: dict) -> None:
@@ -189,3 +238,59 @@ def scrub_secrets(value):
     if isinstance(value, list):
         return [scrub_secrets(v) for v in value]
     return value
+
+
+# ---- the record as a W&B run's summary (lab.tracking logs it; analysis.collect reads it back) -------
+
+# Record fields that go to the summary as they are (nested dicts read as `params.trainable`, ...).
+SUMMARY_FIELDS = ("run_id", "status", "error", "method", "rank", "model", "dataset", "seed", "health",
+                  "health_detail", "params", "memory", "optimizer", "checks", "timing", "distributed",
+                  "adapter_bytes_on_disk", "splits", "label_names", "precision", "compute_dtype", "provenance",
+                  "notes")
+# Record metrics whose W&B key is not `<split>/<name>`; `train/train_loss` is the Trainer's own name.
+METRIC_KEYS = {"train_loss": "train/train_loss", "first_logged_train_loss": "train/first_logged_loss",
+               "last_logged_train_loss": "train/last_logged_loss", "generation_samples": "test/generation_samples"}
+SPLITS = ("validation", "test")
+
+
+def metric_key(name: str) -> str:
+    """`test_accuracy` -> `test/accuracy`: the record's metric names in W&B's namespaces."""
+    if name in METRIC_KEYS:
+        return METRIC_KEYS[name]
+    for split in SPLITS:
+        if name.startswith(split + "_"):
+            return f"{split}/{name[len(split) + 1:]}"
+    return f"metrics/{name}"
+
+
+def metric_name(key: str) -> str | None:
+    """The inverse of `metric_key`, None for keys that are no record metric (the Trainer's own)."""
+    inverse = {v: k for k, v in METRIC_KEYS.items()}
+    if key in inverse:
+        return inverse[key]
+    split, _, name = key.partition("/")
+    if split in SPLITS and name:
+        return f"{split}_{name}"
+    return name if split == "metrics" and name else None
+
+
+def summary_of(record: dict) -> dict:
+    """The W&B summary of a record: its fields, its metrics under their namespaces; the per-step
+    seconds as their median (the list stays in result.json); the curve is the history already."""
+    summary = {key: record[key] for key in SUMMARY_FIELDS if key in record}
+    summary.update({metric_key(k): v for k, v in (record.get("metrics") or {}).items()})
+    timing = dict(summary.get("timing") or {})
+    steps = timing.pop("step_seconds", None)
+    if steps:
+        timing["step_seconds_median"] = statistics.median(steps)
+    if timing:
+        summary["timing"] = timing
+    return scrub_secrets(summary)
+
+
+def record_from_summary(summary: dict) -> dict:
+    """The record's fields back from a summary `summary_of` wrote (analysis reads runs this way)."""
+    record = {key: summary[key] for key in SUMMARY_FIELDS if key in summary}
+    record["metrics"] = {name: value for key, value in summary.items()
+                         if (name := metric_name(key)) and isinstance(value, (int, float))}
+    return record

@@ -6,7 +6,7 @@ Each run's W&B run is its result record:
 - group: the sweep's name, or a stable hash of the sweep's overrides when it has none (`sweep_group`);
 - history: the Trainer's curve under `train/` (loss, learning rate, grad norm) and `eval/` (loss,
   accuracy, macro-F1 when `trainer.eval_steps` is set);
-- summary: the record's fields (`summary_of`): `test/`, `validation/`, `train/` metrics, params,
+- summary: the record's fields (lab.record.summary_of): `test/`, `validation/`, `train/` metrics, params,
   memory, optimizer, checks, health, timing, provenance, notes;
 - artifact `result-<id>` (type `result`): the record as `result.json`, credentials redacted.
 """
@@ -20,7 +20,6 @@ import json
 import logging
 import os
 import re
-import statistics
 import sys
 import tempfile
 
@@ -29,19 +28,11 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from lab.config import in_multirun
-from lab.record import scrub_overrides, scrub_secrets
+from lab.record import scrub_overrides, scrub_secrets, summary_of
+from lab.sweep import saved_overrides
 
 log = logging.getLogger(__name__)
 
-# Record fields that go to the summary as they are (nested dicts read as `params.trainable`, ...).
-SUMMARY_FIELDS = ("run_id", "status", "error", "method", "rank", "model", "dataset", "seed", "health",
-                  "health_detail", "params", "memory", "optimizer", "checks", "timing", "distributed",
-                  "adapter_bytes_on_disk", "splits", "label_names", "precision", "compute_dtype", "provenance",
-                  "notes")
-# Record metrics whose W&B key is not `<split>/<name>`; `train/train_loss` is the Trainer's own name.
-METRIC_KEYS = {"train_loss": "train/train_loss", "first_logged_train_loss": "train/first_logged_loss",
-               "last_logged_train_loss": "train/last_logged_loss", "generation_samples": "test/generation_samples"}
-SPLITS = ("validation", "test")
 # Overrides that say where a sweep writes or logs, not what it runs: they stay out of its group's hash.
 NOT_THE_SWEEP = ("paths.", "logger.", "hydra.", "skip_finished", "+paths.", "+logger.")
 
@@ -77,64 +68,15 @@ def sweep_group(cfg: DictConfig) -> str | None:
     if name:
         return str(name)
     hc = HydraConfig.get()
-    return "sweep-" + _overrides_hash(_sweep_overrides(hc.sweep.dir, list(hc.overrides.task)))
-
-
-def _sweep_overrides(sweep_dir: str, job_overrides: list[str]) -> list[str]:
-    """The command line's overrides as the sweeper saved them (multirun.yaml, written before any job
-    runs); the job's own overrides if that file is missing."""
-    try:
-        return list(OmegaConf.load(os.path.join(sweep_dir, "multirun.yaml")).hydra.overrides.task)
-    except (OSError, AttributeError):
-        return job_overrides
+    # The command line's overrides as the sweeper saved them before any job ran (the same for every
+    # job); the job's own overrides if that file is missing.
+    overrides = saved_overrides(hc.sweep.dir)
+    return "sweep-" + _overrides_hash(list(hc.overrides.task) if overrides is None else overrides)
 
 
 def _overrides_hash(overrides: list[str]) -> str:
     kept = sorted(o for o in overrides if not o.startswith(NOT_THE_SWEEP))
     return hashlib.sha256(json.dumps(kept).encode()).hexdigest()[:8]
-
-
-def metric_key(name: str) -> str:
-    """`test_accuracy` -> `test/accuracy`: the record's metric names in W&B's namespaces."""
-    if name in METRIC_KEYS:
-        return METRIC_KEYS[name]
-    for split in SPLITS:
-        if name.startswith(split + "_"):
-            return f"{split}/{name[len(split) + 1:]}"
-    return f"metrics/{name}"
-
-
-def metric_name(key: str) -> str | None:
-    """The inverse of `metric_key`, None for keys that are no record metric (the Trainer's own)."""
-    inverse = {v: k for k, v in METRIC_KEYS.items()}
-    if key in inverse:
-        return inverse[key]
-    split, _, name = key.partition("/")
-    if split in SPLITS and name:
-        return f"{split}_{name}"
-    return name if split == "metrics" and name else None
-
-
-def summary_of(record: dict) -> dict:
-    """The W&B summary of a record: its fields, its metrics under their namespaces; the per-step
-    seconds as their median (the list stays in result.json); the curve is the history already."""
-    summary = {key: record[key] for key in SUMMARY_FIELDS if key in record}
-    summary.update({metric_key(k): v for k, v in (record.get("metrics") or {}).items()})
-    timing = dict(summary.get("timing") or {})
-    steps = timing.pop("step_seconds", None)
-    if steps:
-        timing["step_seconds_median"] = statistics.median(steps)
-    if timing:
-        summary["timing"] = timing
-    return scrub_secrets(summary)
-
-
-def record_from_summary(summary: dict) -> dict:
-    """The record's fields back from a summary `summary_of` wrote (analysis reads runs this way)."""
-    record = {key: summary[key] for key in SUMMARY_FIELDS if key in summary}
-    record["metrics"] = {name: value for key, value in summary.items()
-                         if (name := metric_name(key)) and isinstance(value, (int, float))}
-    return record
 
 
 @contextlib.contextmanager

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from hydra_plugins.lab_sweeps.grouped_sweeper import expand
+from lab.sweep import expand
 from conftest import CONF
 from lab.config import compose
 from sweep_helpers import TINY_OK, TINY_OVERRIDES, finish, lab_multirun, records, summary, tiny_sweep

@@ -3,19 +3,13 @@ rates, each with its 95% t interval and n; QLoRA - LoRA with its test; every met
 
 from __future__ import annotations
 
-import json
-from functools import lru_cache
-
 import pandas as pd
-from omegaconf import OmegaConf
 
 from analysis import cells as cellmod
 from analysis import figures, stats
 from analysis.cells import METHOD_LABELS, Cell, find
 from analysis.document import Section
 from analysis.rules import p_text
-from lab.config import validate
-from lab.memory.estimate import Plan
 
 ADAPTER_METHODS = ("lora", "qlora", "dora", "qlora+dora")
 
@@ -38,21 +32,13 @@ def score_text(cell: Cell | None) -> str:
     return f"{cell.score_text()} <sub>lr {cell.lr:g}{note}</sub>"
 
 
-@lru_cache(maxsize=None)
-def _planned_adapter(config_json: str) -> int:
-    """Adapter-only parameters from the config alone (meta device), for records that predate `params.adapter`."""
-    return Plan(validate(OmegaConf.create(json.loads(config_json)))).params()["adapter"]
-
-
 def adapter_params(cell: Cell) -> int | None:
+    """The cell's adapter-only parameter count, as its records give it (`params.adapter`); None for
+    records that predate that field (analysis reads records and builds no model to count them)."""
     runs = cell.runs
     if "params.adapter" in runs and runs["params.adapter"].notna().any():
         return int(runs["params.adapter"].dropna().iloc[0])
-    with open(runs["path"].iloc[0]) as f:
-        config = json.load(f)["config"]
-    if "<redacted>" in json.dumps(config.get("model", {})):
-        return None
-    return _planned_adapter(json.dumps(config, sort_keys=True))
+    return None
 
 
 def paired_text(a: Cell | None, b: Cell | None) -> str:

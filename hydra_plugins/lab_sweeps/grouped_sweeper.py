@@ -29,10 +29,9 @@ come out of the same records.
 
 The sweeper reads each job's return value (the run's record, or None for an invalid config),
 logs a per-status count, and writes `sweep_summary.json` into the sweep directory: the job list
-with run ids and statuses, which `analysis.report --sweep` uses to select this sweep's runs.
+with run ids and statuses (lab.sweep owns these files), which `python -m analysis report --sweep` uses to select this sweep's runs.
 """
 
-import json
 import logging
 import os
 from collections import Counter
@@ -41,15 +40,14 @@ from typing import Any, Dict, List, Optional
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.config_store import ConfigStore
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.utils import JobReturn
 from omegaconf import OmegaConf
 
 from lab import selection
-from lab.record import scrub_hydra, scrub_overrides, write_json_atomic
+from lab.record import NO_RECORD, read_record, record_path, scrub_overrides
+from lab.sweep import expand, save_config, write_summary
 
 log = logging.getLogger(__name__)
-SUMMARY_FILE = "sweep_summary.json"
 
 
 @dataclass
@@ -88,10 +86,7 @@ class GroupedSweeper(BasicSweeper):
     def sweep(self, arguments: List[str]) -> List[List[JobReturn]]:
         jobs = expand(self.params, self.groups, arguments, self.hydra_context.config_loader)
         self.sweep_dir = self.config.hydra.sweep.dir
-        os.makedirs(self.sweep_dir, exist_ok=True)
-        # Redacted as the jobs' .hydra/*.yaml: a token given as an override is not written anywhere.
-        OmegaConf.save(OmegaConf.create(scrub_hydra(OmegaConf.to_container(self.config, resolve=False))),
-                       os.path.join(self.sweep_dir, "multirun.yaml"))
+        save_config(self.sweep_dir, self.config)
         log.info("sweep: %d jobs in %d group(s) -> %s", len(jobs), len(self.groups), self.sweep_dir)
         self.grid_jobs = len(jobs)
         self.launch_all(jobs)
@@ -135,22 +130,6 @@ class GroupedSweeper(BasicSweeper):
             log.warning("still on a grid edge after %d rounds: %s", bracket.max_rounds, line)
 
 
-def expand(params: Dict[str, Any], groups: List[Dict[str, Any]], arguments: List[str],
-           config_loader=None) -> List[List[str]]:
-    """Each job's overrides: every group's grid (shared params, then the group's, then the command
-    line's), concatenated in order, a job already listed by an earlier group left out."""
-    parser = OverridesParser.create(config_loader=config_loader)
-    jobs, seen = [], set()
-    for group in groups or [{}]:
-        merged = {**(params or {}), **group}
-        overrides = parser.parse_overrides([f"{k}={v}" for k, v in merged.items()] + list(arguments))
-        for job in BasicSweeper.split_arguments(overrides, None)[0]:
-            if frozenset(job) not in seen:
-                seen.add(frozenset(job))
-                jobs.append(job)
-    return jobs
-
-
 def outcome(overrides, result: JobReturn) -> dict:
     """One job's line of the summary; a job that raised (the suite's jobs never should) is `crashed`."""
     entry = {"overrides": list(overrides), "run_id": None, "status": None, "error": None, "record": None}
@@ -165,19 +144,8 @@ def outcome(overrides, result: JobReturn) -> dict:
     entry.update(run_id=record.get("run_id"), status=record.get("status"), error=record.get("error"))
     results_dir = OmegaConf.select(result.cfg, "paths.results") if result.cfg is not None else None
     if results_dir and entry["run_id"]:
-        entry["record"] = os.path.abspath(os.path.join(results_dir, entry["run_id"], "result.json"))
+        entry["record"] = os.path.abspath(record_path(results_dir, entry["run_id"]))
     return entry
-
-
-def write_summary(sweep_dir: str, outcomes: List[dict], total: int, grid_jobs: Optional[int] = None,
-                  unbracketed: Optional[List[str]] = None) -> None:
-    counts = dict(Counter(o["status"] for o in outcomes))
-    # The jobs' overrides stay real in memory (bracketing rounds reuse them); the file is redacted.
-    jobs = [{**o, "overrides": [scrub_overrides(x) for x in o["overrides"]]} for o in outcomes]
-    summary = {"jobs_total": total, "grid_jobs": grid_jobs, "counts": counts, "jobs": jobs}
-    if unbracketed is not None:
-        summary["unbracketed"] = unbracketed
-    write_json_atomic(os.path.join(sweep_dir, SUMMARY_FILE), summary)
 
 
 # ---- bracketing ------------------------------------------------------------------------------------
@@ -197,20 +165,12 @@ def _split(job: List[str], key: str) -> tuple:
     return tuple(sorted(cell)), value, seed
 
 
-def _read(path: Optional[str]) -> Optional[dict]:
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, TypeError, ValueError):
-        return None
-
-
 def trials(outcomes: List[dict], bracket: BracketConf) -> Dict[tuple, Dict[float, List[selection.Trial]]]:
     """Each cell's runs by value of the bracketed key, from the records the jobs wrote."""
     cells: Dict[tuple, Dict[float, List[selection.Trial]]] = {}
     for o in outcomes:
         cell, value, seed = _split(o["overrides"], bracket.key)
-        record = _read(o.get("record")) if o["status"] not in ("invalid-config", "crashed") else None
+        record = read_record(o["record"]) if o.get("record") and o["status"] not in NO_RECORD else None
         if value is None or seed is None or record is None:
             continue
         score = (record.get("metrics") or {}).get(bracket.metric)

@@ -27,9 +27,9 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from lab.record import scrub_hydra, scrub_overrides, write_json_atomic
+from lab.sweep import read_summary, saved_overrides
 
 FOLDER = ".progress"
-SUMMARY_FILE = "sweep_summary.json"
 FAILED = ("failed", "oom", "diverged", "crashed", "invalid-config")
 HEADLINE = ("test_accuracy", "test_loss")
 # The watcher of this process, kept off the callback: Hydra pickles callbacks into joblib and submitit workers.
@@ -82,11 +82,7 @@ def write_state(config: DictConfig, state: dict) -> None:
 def job_name(config: DictConfig) -> str:
     """The job's own overrides: those every job shares (the command line's, as the sweeper saved it
     in multirun.yaml) left out."""
-    try:
-        saved = OmegaConf.load(os.path.join(config.hydra.sweep.dir, "multirun.yaml")).hydra.overrides.task
-    except (OSError, AttributeError):
-        saved = []
-    shared = {o.replace(" ", "") for o in saved}  # Hydra gives a job `{a:1,b:2}` for a typed `{a: 1, b: 2}`
+    shared = {o.replace(" ", "") for o in saved_overrides(config.hydra.sweep.dir) or []}  # Hydra gives a job `{a:1,b:2}` for a typed `{a: 1, b: 2}`
     # multirun.yaml holds the overrides redacted: compare them so.
     own = [o for o in config.hydra.overrides.task
            if scrub_overrides(o).replace(" ", "") not in shared and not o.startswith(("paths.", "hydra."))]
@@ -164,7 +160,7 @@ class Watcher(threading.Thread):
         ended = [s for s in states if s["state"] != "started"]
         failed = sum(s["state"] == "failed" for s in states)
         self.most_running = max(self.most_running, len(running))
-        total = (_read(os.path.join(self.sweep_dir, SUMMARY_FILE)) or {}).get("jobs_total")
+        total = (read_summary(self.sweep_dir) or {}).get("jobs_total")
         left = max(total - len(states), 0) if total else None
         elapsed = time.time() - self.began
         text = f"{len(ended)}/{total if total else '?'} done, {len(running)} running, {failed} failed, " \
