@@ -24,7 +24,7 @@ import yaml
 from analysis import published_memory
 from analysis.authors import REFERENCE, authors_dtypes
 from analysis.document import publish
-from lab.memory import budget, gpus
+from lab.memory import budget, gpus, labels
 from lab.memory import estimate as accounting
 
 GB = 1e9
@@ -51,7 +51,7 @@ ASSUMPTIONS = [
     "bytes, they never raise this peak.",
     f"Headroom rule (lab/memory/gpus.py, the one lab-plan uses): {gpus.RULE}.",
     gpus.CATALOG_NOTE,
-    f"Activations: {budget.ACTIVATION_RULES}",
+    f"Activations: {labels.ACTIVATION_RULES}",
     "Any other model, method, batch or sequence length: `lab-plan` (e.g. `lab-plan model=llama2-13b method=qlora "
     "rank=64 method.targets=all-linear trainer.batch_size=4 +seq_len=2048 trainer.gradient_checkpointing=true`).",
 ]
@@ -102,7 +102,7 @@ def activation_parts(results: dict) -> list[str]:
     frame = pd.DataFrame(columns).fillna(0).div(GB)
     frame.loc["total"] = frame.sum()
     frame.index.name = "part (7B)"
-    return frame.to_markdown(floatfmt=".3f").splitlines() + ["", budget.ACTIVATION_RULES]
+    return frame.to_markdown(floatfmt=".3f").splitlines() + ["", labels.ACTIVATION_RULES]
 
 
 def qlora_claims(batch: int, seq_len: int) -> list[str]:

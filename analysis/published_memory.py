@@ -22,7 +22,7 @@ import yaml
 
 from analysis.authors import REFERENCE, authors_dtypes
 from analysis.document import publish
-from lab.memory import budget, gpus
+from lab.memory import budget, gpus, labels
 from lab.memory import estimate as accounting
 
 GB, GIB = 1e9, 2**30
@@ -246,7 +246,7 @@ NOTES = [
     f"needed: the one headroom rule, {gpus.RULE}. A measured peak reserved should fall between the estimate and "
     "'needed' when the setting matches; a ratio far outside is explained in 'what differs'.",
     gpus.CATALOG_NOTE,
-    budget.ACTIVATION_RULES,
+    labels.ACTIVATION_RULES,
 ]
 
 

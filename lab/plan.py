@@ -24,7 +24,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from lab.config import ConfigError, in_multirun, validate
-from lab.memory import gpus  # the catalog and the rule: plain Python, no torch
+from lab.memory import gpus, labels  # the catalog, the rule and the rows' names: plain Python, no torch
 from lab.paths import CONF_DIR
 
 FORMATS = ("text", "csv", "json", "md")
@@ -104,14 +104,14 @@ def plan_row(cfg: DictConfig) -> dict:
     plan = estimator.Plan(run, "cuda")
     batch, seq_len = int(run.trainer.batch_size), int(opts["seq_len"])
     offload = "full" if run.distributed.cpu_offload else "none"
-    est = estimator.summarize(plan, batch, seq_len, offload=offload)
+    est = budget.peak(plan, batch, seq_len, offload)["estimate"]
     row: dict[str, Any] = settings(run, est, batch, seq_len)
     row.update(budget.budget(est))
     row["smallest GPU"] = gpus.smallest_gpu(row["peak estimate (device)"])
     if card is not None:
         limit = longest_modelled(plan.base.config) if opts["fit"] == "seq_len" else None
-        row[f"largest {opts['fit']} on {card.name}"] = budget.largest(plan, card, batch, seq_len, opts["fit"],
-                                                                    offload, limit)
+        row[f"largest {opts['fit']} on {card.name}"] = budget.largest(
+            plan, lambda need: gpus.fits(need, card), batch, seq_len, opts["fit"], offload, limit)
     return row
 
 
@@ -171,9 +171,7 @@ def ordered(byte_columns: list[str]) -> list[str]:
     """Weights first (frozen, then trainable; 4-bit before the rest), then the budget's own order."""
     weights = sorted((c for c in byte_columns if c.startswith("weights:")),
                      key=lambda c: ("trainable" in c, "4-bit" not in c, c))
-    from lab.memory import budget  # torch: as in plan_row
-
-    rest = [c for c in budget.ORDER if c in byte_columns]
+    rest = [c for c in labels.ORDER if c in byte_columns]
     return weights + rest + [c for c in byte_columns if c not in weights and c not in rest]
 
 
@@ -207,12 +205,10 @@ def _optional(column: str) -> bool:
 def grid(frame: pd.DataFrame, byte_columns: list[str]) -> pd.DataFrame:
     """Several configurations: a row each, bytes as GB with two decimals, the weights as one column
     (csv and json keep every storage apart)."""
-    from lab.memory import budget  # torch: as in plan_row
-
     table = frame.drop(columns=["total params"]).copy()
     weights = [c for c in byte_columns if c.startswith("weights:")]
     table.insert(table.columns.get_loc(weights[0]), "weights", frame[weights].sum(axis=1))
-    dropped = weights + [budget.CONTEXT, budget.ALLOCATOR, "autocast cache (freed before backward)"]
+    dropped = weights + [labels.CONTEXT, labels.ALLOCATOR, "autocast cache (freed before backward)"]
     dropped += [c for c in ("buffers", "host (offloaded)") if not frame[c].any()]
     table = table.drop(columns=dropped)
     for column in [c for c in byte_columns if c in table] + ["weights"]:
@@ -221,8 +217,6 @@ def grid(frame: pd.DataFrame, byte_columns: list[str]) -> pd.DataFrame:
 
 
 def notes(frame: pd.DataFrame, fmt: str) -> list[str]:
-    from lab.memory import budget  # torch: as in plan_row
-
     row = frame.iloc[0]
     lines = [f"Smallest GPU: {row['smallest GPU']}." if len(frame) == 1 else ""]
     for column in [c for c in frame if c.startswith("largest")]:
@@ -234,7 +228,7 @@ def notes(frame: pd.DataFrame, fmt: str) -> list[str]:
                      "they are not in the device peak.")
     bullet = "- " if fmt == "md" else ""
     # the terminal gets a pointer; a Markdown file carries the rules themselves
-    rules = budget.ACTIVATION_RULES if fmt == "md" else (
+    rules = labels.ACTIVATION_RULES if fmt == "md" else (
         "Activations: why QLoRA saves more than LoRA and what checkpointing removes: docs/memory.md.")
     return [line for line in lines if line] + ["", f"{bullet}Units: {UNITS}.", f"{bullet}Headroom rule: {gpus.RULE}.",
                                                f"{bullet}{gpus.CATALOG_NOTE}", f"{bullet}{rules}",

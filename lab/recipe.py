@@ -35,7 +35,7 @@ from lab.config import hydra_mode
 from lab.data import load_task_data
 from lab.data.encode import collator, tokenize
 from lab.decisions import choose_optimizer, compute_dtype, precision, resolve_device
-from lab.memory import ledger, preflight
+from lab.memory import compare, ledger, preflight
 from lab.memory.ledger import LedgerProbe, optimizer_state_bytes
 from lab.memory.measure import PeakMemory, weight_bytes
 from lab.provenance import provenance
@@ -216,6 +216,11 @@ class FineTune:
 
     # ---- measure ----------------------------------------------------------------------------------
 
+    def measured_ledger(self, optimizer) -> dict:
+        """The measured ledger, with the estimate for the measured step beside it."""
+        measured = ledger.measured(self.probe, optimizer, self.model, self.device)
+        return compare.estimate_steps(measured, self.cfg, self.device, self.model.config)
+
     def measure(self) -> dict:
         """Parameters, memory, optimizer, checks and timing of the trained job."""
         # Read before the merge check, which builds a second copy of the model that training never holds.
@@ -225,7 +230,7 @@ class FineTune:
             "params": self.params,
             "memory": {"unit": "bytes", "scope": memory_scope(self.ran), "weights": weight_bytes(self.model),
                        "earlier_jobs_in_process": self.started["earlier_jobs"],
-                       "peak": peak, **ledger.measured(self.probe, optimizer, self.model, self.cfg, self.device)},
+                       "peak": peak, **self.measured_ledger(optimizer)},
             "optimizer": {"requested": choose_optimizer(self.cfg, self.device)[0], "trainer_optim": self.args.optim,
                           **optimizer_info(optimizer)},
             "checks": self.checks(),

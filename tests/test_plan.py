@@ -14,7 +14,7 @@ from hydra import compose, initialize_config_dir
 
 from lab import plan as app
 from lab.config import ConfigError
-from lab.memory import budget, gpus
+from lab.memory import budget, gpus, labels
 from lab.memory import estimate as estimator
 from lab.paths import CONF_DIR
 
@@ -86,7 +86,7 @@ def test_any_model_from_a_config_json(qwen_dir):
     assert row["model"] == "qwen2-tiny" and row["trainable params"] == QWEN["num_hidden_layers"] * per_layer
     assert row["gradients"] == 4 * row["trainable params"]  # fp32 adapters
     assert row["saved activations"] > 0 and row["peak estimate (device)"] == sum(
-        row[k] for k in row if k.startswith("weights:") or k in budget.ORDER[:5])
+        row[k] for k in row if k.startswith("weights:") or k in labels.ORDER[:5])
     # capped at the model's positions: every length it can take fits a 16 GB card
     assert row["largest seq_len on T4"] == QWEN["max_position_embeddings"]
     md = app.render([row], "md")

@@ -26,11 +26,10 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from lab.record import scrub_hydra, scrub_overrides, write_json_atomic
+from lab.record import FAILED, scrub_hydra, scrub_overrides, write_json_atomic
 from lab.sweep import read_summary, saved_overrides
 
 FOLDER = ".progress"
-FAILED = ("failed", "oom", "diverged", "crashed", "invalid-config")
 HEADLINE = ("test_accuracy", "test_loss")
 # The watcher of this process, kept off the callback: Hydra pickles callbacks into joblib and submitit workers.
 _WATCHERS: dict[int, "Watcher"] = {}

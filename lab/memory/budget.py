@@ -21,39 +21,16 @@ the host (offload): then the device holds the cache instead of them, and the pea
 
 from __future__ import annotations
 
+from typing import Callable
+
 from lab.memory import estimate as estimator
 from lab.memory import gpus
-
-STORAGE = {"4bit_packed": "4-bit packed codes", "4bit_constants": "4-bit quantization constants"}
-ACTIVATION_RULES = (
-    "Saved activations follow autograd: a linear layer saves its input only when its weight trains and "
-    "its weight (an autocast copy, if cast) only when its input needs a gradient. LoRA saves the adapter's "
-    "input (and its dropout mask) and A's output; a frozen 4-bit matmul saves no activation. QLoRA's "
-    "exceed LoRA's because peft's prepare_model_for_kbit_training casts the embeddings, norms and lm_head "
-    "to fp32: the residual stream is then fp32, bitsandbytes returns the MLP's gate/up outputs in its "
-    "input's dtype, so SiLU's input and the gated product are saved at 4 bytes an element instead of 2 "
-    "(7B, batch 1 x 512: MLP 2.16 vs 1.08 GB), and the frozen fp32 lm_head is cast to a bf16 copy "
-    "(0.26 GB at 7B) saved for its input's gradient. Gradient checkpointing keeps only each layer's "
-    "input (fp32 for QLoRA, bf16 for LoRA) and recomputes the rest in the backward: it removes the "
-    "attention, MLP, norm and adapter tensors inside the layers, not the loss's fp32 log-softmax "
-    "(tokens x vocabulary) nor the lm_head copy.")
-
-
-CONTEXT = "allowance: CUDA context, workspaces (1 GiB)"
-ALLOCATOR = f"allowance: allocator, transients ({gpus.ALLOCATOR_SHARE:.0%} of the peak)"
-ORDER = ("gradients", "optimizer state", "saved activations", "autocast weight copies (saved)", "buffers",
-         "autocast cache (freed before backward)", "host (offloaded)", "peak estimate (device)",
-         CONTEXT, ALLOCATOR, "needed on the GPU")
-
-
-def _weight_label(key: str) -> str:
-    role, storage = key.split("_", 1)
-    return f"weights: {role} {STORAGE.get(storage, storage)}"
+from lab.memory.labels import ALLOCATOR, CONTEXT, weight_label
 
 
 def categories(est: dict) -> dict[str, int]:
     """The estimate's bytes by category, in table order; see the module docstring."""
-    out = {_weight_label(k): v for k, v in est["weights"].items()}
+    out = {weight_label(k): v for k, v in est["weights"].items()}
     copies = est["activations_detail"]["by_part"].get("autocast weight copies", 0)
     out["gradients"] = est["gradients"]
     out["optimizer state"] = est["optimizer_state"]
@@ -67,10 +44,7 @@ def budget(est: dict) -> dict[str, int]:
     """Categories, then the peak on the device, the headroom allowance and what the GPU needs."""
     out = categories(est)
     out["autocast cache (freed before backward)"] = est["autocast_cache"]
-    # The cache lives until the forward ends, the gradients from the backward on: the device holds
-    # the larger of the two. Only when gradients are offloaded can the cache be the larger.
-    on_device = est["placement"]["device"].get("gradients", 0)
-    peak = est["device_total"] - on_device + max(on_device, est["autocast_cache"])
+    peak = device_peak(est)
     out["host (offloaded)"] = est["host_total"]
     out["peak estimate (device)"] = peak
     out[CONTEXT] = gpus.CONTEXT_BYTES
@@ -79,20 +53,47 @@ def budget(est: dict) -> dict[str, int]:
     return out
 
 
+def device_peak(est: dict) -> int:
+    """The estimate's peak on the device. The autocast cache lives until the forward ends, the
+    gradients from the backward on: the device holds the larger of the two (only when gradients are
+    offloaded can the cache be the larger)."""
+    on_device = est["placement"]["device"].get("gradients", 0)
+    return est["device_total"] - on_device + max(on_device, est.get("autocast_cache", 0))
+
+
+def peak(plan: estimator.Plan, batch: int, seq_len: int, offload: str = "none", exact_part_alone: bool = False) -> dict:
+    """The device peak of one configuration (its Plan) at this batch and sequence length: the one
+    answer to "does it fit" that the pre-flight check and lab-plan share.
+
+    Returns {"peak", "activations" (they always stay on the device and grow with the batch), "fixed"
+    (the rest), "estimate" (estimator.summarize's)}. exact_part_alone: a family without an activation
+    formula gets the exact part alone (activations 0) instead of NotImplementedError.
+    """
+    try:
+        est = estimator.summarize(plan, batch, seq_len, offload=offload)
+    except NotImplementedError:
+        if not exact_part_alone:
+            raise
+        est = estimator.summarize(plan, batch, seq_len, offload=offload, activations=False)
+    top, activations = device_peak(est), est.get("activations", 0)
+    return {"peak": top, "activations": activations, "fixed": top - activations, "estimate": est}
+
+
 def device_bytes(plan: estimator.Plan, batch: int, seq_len: int, offload: str) -> int:
-    return budget(estimator.summarize(plan, batch, seq_len, offload=offload))["peak estimate (device)"]
+    return peak(plan, batch, seq_len, offload)["peak"]
 
 
-def largest(plan: estimator.Plan, card: gpus.Gpu, batch: int, seq_len: int, vary: str = "batch",
-            offload: str = "none", limit: int | None = None) -> int:
+def largest(plan: estimator.Plan, fits: Callable[[int], bool], batch: int, seq_len: int, vary: str = "batch",
+            offload: str = "none", limit: int | None = None, exact_part_alone: bool = False) -> int:
     """The largest batch (vary="batch", at seq_len) or sequence length (vary="seq_len", at batch)
-    whose estimate fits `card` under the headroom rule; 0 if not even 1 fits. Bytes grow with
-    both, so a doubling search then bisection finds it in a few dozen meta-device estimates."""
+    whose peak `fits` (a card under the headroom rule: `gpus.fits`, or the pre-flight's free bytes);
+    0 if not even 1 fits. Bytes grow with both, so a doubling search then bisection finds it in a
+    few dozen meta-device estimates."""
     limit = limit or (1 << 16)
 
     def ok(n: int) -> bool:
         b, s = (n, seq_len) if vary == "batch" else (batch, n)
-        return gpus.fits(device_bytes(plan, b, s, offload), card)
+        return fits(peak(plan, b, s, offload, exact_part_alone)["peak"])
 
     if not ok(1):
         return 0

@@ -33,6 +33,15 @@ def estimate_at_step(cfg: DictConfig, device: str, step: dict, num_labels: int |
         return est
 
 
+def estimate_steps(memory: dict, cfg: DictConfig, device: str, model_config) -> dict:
+    """A run's measured ledger (`memory`, from lab.memory.ledger.measured) with the analytic estimate
+    for each measured step's shape set beside it, in place."""
+    num_labels = getattr(model_config, "num_labels", None) if cfg.model.task == "cls" else None
+    for step in memory.get("measured_steps") or []:
+        step["estimate"] = estimate_summary(cfg, device, step, num_labels)
+    return memory
+
+
 def estimate_summary(cfg: DictConfig, device: str, step: dict, num_labels: int | None) -> dict:
     """`estimate_at_step`'s categories, or the error that stopped it (never raised into a finished run)."""
     try:

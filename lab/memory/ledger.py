@@ -30,7 +30,6 @@ import torch
 from transformers import TrainerCallback
 from transformers.modeling_layers import GradientCheckpointingLayer
 
-from lab.memory.compare import estimate_summary
 from lab.memory.measure import quant_constant_bytes, weight_bytes
 
 
@@ -224,13 +223,14 @@ class LedgerProbe(TrainerCallback):
             self.probe = None
 
 
-def measured(probe: LedgerProbe | None, optimizer, model, cfg=None, device: str = "cpu") -> dict:
+def measured(probe: LedgerProbe | None, optimizer, model, device: str = "cpu") -> dict:
     """The ledger entries of a finished run for its record's `memory` (bytes).
 
     Top-level numbers are additive byte categories (as `weights` is): buffers, gradients,
     optimizer_state (by state name) and activations; `ledger_total` sums them with the weights.
-    `measured_steps` lists the measured step(s) with their shape and detail, and (given the run's
-    cfg) the analytic estimate for that step (a list: not a category).
+    `measured_steps` lists the measured step(s) with their shape and detail (a list: not a category);
+    the recipe sets the analytic estimate beside each (lab.memory.compare.estimate_steps): measuring
+    never imports the estimator.
     """
     state = optimizer_state_bytes(optimizer)
     acts = probe.activations if probe else None
@@ -249,9 +249,5 @@ def measured(probe: LedgerProbe | None, optimizer, model, cfg=None, device: str 
     if acts is not None and probe.gradients is not None:
         out["ledger_total"] = (int(sum(weight_bytes(model).values())) + out["buffers"] + probe.gradients
                                + state["total"] + acts["saved_for_backward"])
-        step = {"step": 1, **acts, "gradients": probe.gradients}
-        if cfg is not None:
-            num_labels = getattr(model.config, "num_labels", None) if cfg.model.task == "cls" else None
-            step["estimate"] = estimate_summary(cfg, device, step, num_labels)
-        out["measured_steps"] = [step]
+        out["measured_steps"] = [{"step": 1, **acts, "gradients": probe.gradients}]
     return out

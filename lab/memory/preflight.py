@@ -8,12 +8,15 @@ checkpoint are not checked here (their config.json would have to be fetched firs
 
 from __future__ import annotations
 
+import os
+
 import psutil
 import torch
 from omegaconf import DictConfig, OmegaConf
 
 from lab.errors import ConfigError
-from lab.memory import estimate, gpus
+from lab.memory import budget, estimate, gpus
+from lab.paths import CONF_DIR
 
 GIB = 2**30
 
@@ -25,7 +28,7 @@ def available_bytes(device: str) -> int:
     return psutil.virtual_memory().available
 
 
-def budget(free: int, device: str) -> float:
+def budget_bytes(free: int, device: str) -> float:
     """The largest estimate that fits in `free` bytes by the one headroom rule (lab.memory.gpus): on a
     GPU both allowances; on the host only the proportional one, as there is no CUDA context there."""
     context = gpus.CONTEXT_BYTES if device.startswith("cuda") else 0
@@ -39,7 +42,7 @@ def check_fits(cfg: DictConfig, device: str) -> dict | None:
     seq_len = _longest_sequence(cfg)
     peak = _estimate(cfg, device, cfg.trainer.batch_size, seq_len)
     free = available_bytes(device)
-    if peak["peak"] <= budget(free, device):
+    if peak["peak"] <= budget_bytes(free, device):
         return peak
     raise ConfigError("model", cfg.model.name, _what_would_fit(cfg, device, peak, free, seq_len))
 
@@ -52,28 +55,26 @@ def _longest_sequence(cfg: DictConfig) -> int:
 
 
 def _estimate(cfg: DictConfig, device: str, batch: int, seq_len: int) -> dict:
-    kind = "cuda" if device.startswith("cuda") else "cpu"
-    try:
-        est = estimate.estimate(cfg, kind, batch, seq_len, num_labels=cfg.dataset.num_labels)
-        activations = est["activations"]
-    except NotImplementedError:  # no activation formula for this family: the exact part alone
-        est = estimate.estimate(cfg, kind, batch, seq_len, num_labels=cfg.dataset.num_labels, activations=False)
-        activations = 0
-    # Activations always stay on the device (estimate.summarize); the rest is what the batch cannot shrink.
-    fixed = est["device_total"] - activations
-    return {"peak": est["device_total"], "fixed": fixed, "activations": activations}
+    """The one peak rule (lab.memory.budget.peak) for this config on `device`."""
+    return budget.peak(_plan(cfg, device), batch, seq_len, exact_part_alone=True)
+
+
+def _plan(cfg: DictConfig, device: str) -> estimate.Plan:
+    return estimate.Plan(cfg, "cuda" if device.startswith("cuda") else "cpu", cfg.dataset.num_labels)
 
 
 def _what_would_fit(cfg: DictConfig, device: str, peak: dict, free: int, seq_len: int) -> str:
-    room = budget(free, device)
+    room = budget_bytes(free, device)
     ways = []
-    per_row = peak["activations"] / cfg.trainer.batch_size
-    if per_row and peak["fixed"] < room:
-        ways.append(f"trainer.batch_size={max(1, int((room - peak['fixed']) // per_row))}")
+    batch = budget.largest(_plan(cfg, device), lambda need: need <= room, cfg.trainer.batch_size, seq_len,
+                           limit=cfg.trainer.batch_size - 1, exact_part_alone=True) \
+        if peak["activations"] and cfg.trainer.batch_size > 1 else 0
+    if batch:
+        ways.append(f"trainer.batch_size={batch}")
     if peak["activations"] and not cfg.trainer.gradient_checkpointing:
         ways.append("trainer.gradient_checkpointing=true (fewer saved activations)")
     if cfg.method.name in ("lora", "dora"):
-        qlora = _estimate(_as_qlora(cfg), device, cfg.trainer.batch_size, seq_len)
+        qlora = _estimate(as_method(cfg, "qlora"), device, cfg.trainer.batch_size, seq_len)
         ways.append(f"method=qlora (4-bit base: {qlora['peak'] / GIB:.1f} GiB)")
     elif cfg.method.name == "full":
         ways.append("method=lora or method=qlora (a frozen base: no gradients or optimizer state for it)")
@@ -84,7 +85,8 @@ def _what_would_fit(cfg: DictConfig, device: str, peak: dict, free: int, seq_len
             + ", or ".join(ways or ["a smaller model"]) + " (memory_check=false skips this check)")
 
 
-def _as_qlora(cfg: DictConfig) -> DictConfig:
-    """The same adapter on a 4-bit NF4 base (the method=qlora defaults)."""
-    return OmegaConf.merge(cfg, {"method": {"name": "qlora", "optimizer": "auto",
-                                            "quant": {"type": "nf4", "double_quant": True, "compute_dtype": "auto"}}})
+def as_method(cfg: DictConfig, name: str) -> DictConfig:
+    """The same run with conf/method/<name>.yaml's method settings merged over its own (the adapter's
+    rank and targets kept): what that method would need, composed from its config file."""
+    node = OmegaConf.load(os.path.join(CONF_DIR, "method", f"{name}.yaml"))
+    return OmegaConf.merge(cfg, {"method": node.method})
