@@ -1,24 +1,27 @@
 """The analysis command: `python -m analysis <command> [options]`. It reads records; it never trains.
 
     report        a results store or one sweep -> report.md + report.html (+ figures, CSVs)
-    params-table  trainable parameters by rank and model size, from architectures (meta device)
-    memory-table  training memory by method for the large configs, from architectures (meta device)
-    published-memory  published memory measurements (torchtune, LitGPT, PEFT, QLoRA) beside the estimates
     collect       what a results store holds (records by status, folders without a record)
+
+The tables estimated from architectures (parameters, memory, published memory) are
+`python -m lab.memory.tables params|memory|published`: they build models, which analysis never does.
 """
 
 from __future__ import annotations
 
 import sys
 
-from analysis import collect, memory_table, params_table, published_memory, report
+from analysis import collect, report
 
-COMMANDS = {"report": report.main, "params-table": params_table.main, "memory-table": memory_table.main,
-            "published-memory": published_memory.main, "collect": collect.main}
+COMMANDS = {"report": report.main, "collect": collect.main}
+# The verbs that moved to lab.memory.tables: a pointer, not an alias (analysis imports no torch).
+MOVED = {"params-table": "params", "memory-table": "memory", "published-memory": "published"}
 
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in MOVED:
+        sys.exit(f"`python -m analysis {argv[0]}` is now `python -m lab.memory.tables {MOVED[argv[0]]}`")
     if not argv or argv[0] not in COMMANDS:
         sys.exit(__doc__.strip() + ("" if not argv or argv[0] in ("-h", "--help") else f"\n\nunknown command {argv[0]!r}"))
     COMMANDS[argv[0]](argv[1:])

@@ -1,7 +1,7 @@
 """Every run's record in one pandas DataFrame, from the results store and optionally from W&B.
 
-    python -m analysis.collect --results results              # summary of what is there
-    python -m analysis.collect --results results --csv runs.csv
+    python -m analysis collect --results results              # summary of what is there
+    python -m analysis collect --results results --csv runs.csv
 
 One row per record (any status: ok, failed, oom, diverged), with the record's nested fields
 flattened by `pandas.json_normalize` (`metrics.test_accuracy`, `memory.weights.frozen_float32`,

@@ -6,12 +6,13 @@ import os
 import pytest
 import torch
 
-from analysis import memory_table, params_table
 from lab.memory import gpus
 from bench.ledger_vs_estimate import short_run
 from lab import methods, models
 from lab.decisions import compute_dtype
 from lab.memory import estimate as accounting
+from lab.memory.tables import memory as memory_table
+from lab.memory.tables import params as params_table
 from lab.memory import ledger
 from lab.memory.compare import ACTIVATION_TOLERANCE, WGO_TOLERANCE, compare
 

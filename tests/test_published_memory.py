@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from analysis import published_memory
+from lab.memory.tables import published as published_memory
 
 # published / estimate for each expressible figure (2 decimals). A change here is a change of the
 # estimator or of a setting: regenerate reports/published_memory.md and explain it in the commit.

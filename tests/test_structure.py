@@ -1,5 +1,6 @@
 """The package's shape holds: imports flow one way (import-linter), and a wheel install finds its configs."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -77,3 +78,15 @@ def test_a_wheel_install_finds_its_configs_and_runs(tmp_path):
     assert ran.returncode == 0, ran.stdout[-3000:] + ran.stderr[-3000:]
     assert "  [ok" in ran.stdout
     assert len(list((work / "results").glob("*/result.json"))) == 1
+    # A sweep from sweeps/ (shipped in lab/conf/sweep), then its report: the report opens the published
+    # figures (analysis/reference) from the wheel too.
+    swept = lab_train("-m", "+sweep=smoke", "trainer.max_steps=3", f"paths.results={work / 'results'}")
+    assert swept.returncode == 0, swept.stdout[-3000:] + swept.stderr[-3000:]
+    summary = json.loads((work / "multirun" / "smoke" / "sweep_summary.json").read_text())
+    assert summary["counts"] == {"ok": 4}, summary
+    report = subprocess.run([str(venv / "bin" / "python"), "-m", "analysis", "report", "--results", "results",
+                             "--sweep", "multirun/smoke", "--out", "report", "--wandb", "no"], cwd=work,
+                            capture_output=True, text=True, timeout=600)
+    assert report.returncode == 0, report.stdout[-3000:] + report.stderr[-3000:]
+    html = (work / "report" / "report.html").read_text()
+    assert "Report: smoke" in html and "Published figures beside ours" in html

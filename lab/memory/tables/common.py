@@ -1,6 +1,5 @@
-"""What the published setups chose, for estimating the runs their authors measured: the folder of
-reference figures, and the QLoRA authors' dtypes (shared by the memory table and the published
-comparison)."""
+"""Shared by the tables: the folder of reference figures (published setups and what they measured),
+the QLoRA authors' dtypes (for estimating the runs they measured), and writing a generated table."""
 
 from __future__ import annotations
 
@@ -21,3 +20,13 @@ def authors_dtypes(plan) -> None:
         elif ("lm_head" in name or "embed_tokens" in name) and getattr(module, "weight", None) is not None:
             if module.weight.dtype == torch.float32:
                 module.weight.data = module.weight.data.to(torch.bfloat16)
+
+
+def publish(text: str, folder: str, name: str) -> str:
+    """Print a generated Markdown file and write it into `folder`; return its path."""
+    print(text)
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, name)
+    with open(path, "w") as f:
+        f.write(text)
+    return path

@@ -1,6 +1,6 @@
 """Training memory of full fine-tuning, LoRA and QLoRA for Llama 7B-70B, from the architecture alone.
 
-    python -m analysis.memory_table [--batch 1] [--seq-len 512] [--out reports]
+    python -m lab.memory.tables memory [--batch 1] [--seq-len 512] [--out reports]
 
 Estimates (lab.memory.estimate, meta device) of what one training step holds on a CUDA device, by
 category: frozen and trainable weights by storage, gradients, optimizer state, activations saved
@@ -21,11 +21,10 @@ import pandas as pd
 import torch
 import yaml
 
-from analysis import published_memory
-from analysis.authors import REFERENCE, authors_dtypes
-from analysis.document import publish
 from lab.memory import budget, gpus, labels
 from lab.memory import estimate as accounting
+from lab.memory.tables import published
+from lab.memory.tables.common import REFERENCE, authors_dtypes, publish
 
 GB = 1e9
 MODELS = {"llama2-7b": "7B", "llama2-13b": "13B", "llama-65b": "65B", "llama2-70b": "70B"}
@@ -222,9 +221,9 @@ def main(argv: list[str] | None = None) -> None:
     doc += four_bit_storage()
 
     doc += ["", "## Published measurements beside the estimates", "",
-            "Also written alone by `python -m analysis published-memory` (reports/published_memory.md).", ""]
-    doc += [f"- {n}" for n in published_memory.NOTES[:3]] + ["", published_memory.as_markdown(
-        published_memory.table())]
+            "Also written alone by `python -m lab.memory.tables published` (reports/published_memory.md).", ""]
+    doc += [f"- {n}" for n in published.NOTES[:3]] + ["", published.as_markdown(
+        published.table())]
     path = publish("\n".join(doc) + "\n", args.out, "memory_table.md")
     print(f"written {path} in {time.time() - started:.1f} s")
 

@@ -1,12 +1,12 @@
 """The seed document's "Number of Trainable Parameters" table, counted exactly.
 
-    python -m analysis.params_table [--out reports]
+    python -m lab.memory.tables params [--out reports]
 
 For Llama-2 7B / 13B / 70B and Falcon-180B (conf/model/*.yaml, architectures from their public
 config.json) x LoRA ranks 1, 2, 8, 16, 512, 1024 x target sets qv, attn, all-linear, the model
 is built on the meta device (no weights) and LoRA applied by the suite's own `apply_method`;
 trainable and total are peft's counts, as a run records them. Beside them: the seed's value, the
-seed's apparent rule 2*r*sqrt(N) for the nominal size N (analysis/reference/seed_tables.yaml) and
+seed's apparent rule 2*r*sqrt(N) for the nominal size N (lab/memory/tables/reference/seed_tables.yaml) and
 our count's ratio to that rule. Writes params_table.md and params_table.csv to --out.
 """
 
@@ -21,8 +21,9 @@ import time
 import yaml
 
 from lab.memory.estimate import config_for, count_params
+from lab.memory.tables.common import REFERENCE
 
-REFERENCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "reference", "seed_tables.yaml")
+SEED_TABLES = os.path.join(REFERENCE, "seed_tables.yaml")
 MODELS = {"llama2-7b": ("7B", 7e9), "llama2-13b": ("13B", 13e9), "llama2-70b": ("70B", 70e9),
           "falcon-180b": ("180B", 180e9)}
 TARGET_SETS = ("qv", "attn", "all-linear")
@@ -36,7 +37,7 @@ TARGET_MEANING = {
 }
 
 
-def seed_cells(path: str = REFERENCE) -> dict[tuple[int, str], str]:
+def seed_cells(path: str = SEED_TABLES) -> dict[tuple[int, str], str]:
     with open(path) as f:
         table = yaml.safe_load(f)["lora_trainable_params_approx"]
     return {(int(rank), column): value for rank, values in table["rows"].items()
