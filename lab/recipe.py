@@ -17,7 +17,6 @@ import logging
 import os
 import sys
 import tempfile
-from datetime import datetime, timezone
 
 import bitsandbytes as bnb
 import datasets
@@ -39,7 +38,7 @@ from lab.memory import compare, ledger, preflight
 from lab.memory.ledger import LedgerProbe, optimizer_state_bytes
 from lab.memory.measure import PeakMemory, weight_bytes
 from lab.provenance import provenance
-from lab.record import scrub_secrets
+from lab.record import scrub_secrets, utc_now
 from lab.tracking import Tracker
 
 __all__ = ["FineTune", "resolve_device", "training_arguments"]
@@ -63,7 +62,7 @@ class FineTune:
     def __init__(self, cfg: DictConfig, device: str, run_id: str, launched: distributed.Launch = SINGLE_PROCESS,
                  group: str | None = None):
         self.cfg, self.device, self.run_id, self.launched = cfg, device, run_id, launched
-        self.started = {"at": _now(), "loadavg": os.getloadavg(), "earlier_jobs": next(_JOBS_IN_PROCESS)}
+        self.started = {"at": utc_now(), "loadavg": os.getloadavg(), "earlier_jobs": next(_JOBS_IN_PROCESS)}
         self.notes: list[str] = []
         self.cache = os.path.expanduser(cfg.paths.cache)
         self.config = scrub_secrets(OmegaConf.to_container(cfg, resolve=True))
@@ -157,7 +156,7 @@ class FineTune:
         be resumed from; it is renamed aside, not deleted, so that this run starts cleanly."""
         for folder in glob.glob(os.path.join(output_dir, "checkpoint-*")):
             if os.path.isdir(folder) and not os.path.isfile(os.path.join(folder, "trainer_state.json")):
-                aside = os.path.join(output_dir, f"partial-{os.path.basename(folder)}-{_now().replace(':', '')}")
+                aside = os.path.join(output_dir, f"partial-{os.path.basename(folder)}-{utc_now().replace(':', '')}")
                 os.rename(folder, aside)
                 self.notes.append(f"set aside a partial checkpoint (no trainer_state.json): {aside}")
                 log.warning(self.notes[-1])
@@ -275,7 +274,7 @@ class FineTune:
             "tokens_counted": "non-padding input tokens of the training batches (prompt and response), "
                               "summed over all processes",
             "started_at": self.started["at"],
-            "finished_at": _now(),
+            "finished_at": utc_now(),
             # The machine's load while the job ran: tokens/s from a shared machine are read with it.
             "loadavg_start": self.started["loadavg"],
             "loadavg_end": os.getloadavg(),
@@ -387,10 +386,6 @@ def memory_scope(ran: dict) -> str:
         return "the one process"
     held = "its shards of the weights, gradients and optimizer state" if ran["ran"] == "FSDP" else "a full replica"
     return f"rank 0 of {ran['world_size']} processes, holding {held}"
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def frozen_digest(model) -> str:

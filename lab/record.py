@@ -21,6 +21,7 @@ import os
 import re
 import statistics
 import tempfile
+from datetime import datetime, timezone
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -76,6 +77,11 @@ def run_id(cfg: DictConfig) -> str:
     digest = hashlib.sha256(json.dumps(semantic_config(cfg), sort_keys=True).encode()).hexdigest()[:10]
     rank = "" if cfg.rank is None else f"-r{cfg.rank}"
     return f"{cfg.method.name}{rank}-{slug(cfg.model.name)}-{slug(cfg.dataset.name)}-s{cfg.seed}-{digest}"
+
+
+def utc_now() -> str:
+    """A record's timestamps (timing.started_at, finished_at), and the progress states compared with them."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def record_path(results_dir: str, rid: str) -> str:

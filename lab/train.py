@@ -14,6 +14,7 @@ launcher stops the others.
 
 from __future__ import annotations
 
+import functools
 import glob
 import json
 import logging
@@ -91,35 +92,53 @@ def run(cfg: DictConfig) -> dict:
     distributed.init(launched, device, cfg.distributed.backend)
     rid = rec.run_id(cfg)
     path = rec.record_path(cfg.paths.results, rid)
+    new_job = functools.partial(recipe.FineTune, cfg, device, rid, launched)
     if not launched.is_main:
-        decision = distributed.share(launched)
-        if decision != "train":
-            return {"run_id": rid, "status": decision}
-        return run_and_record(recipe.FineTune(cfg, device, rid, launched), path, started)
+        return run_on_worker(new_job, launched, rid, path, started)
+    return run_on_main(new_job, launched, cfg.skip_finished, rid, path, started, group=tracking.sweep_group(cfg))
+
+
+def run_on_worker(new_job, launched, rid: str, path: str, started: float) -> dict:
+    """A distributed run's other processes train only when the main process decided to."""
+    decision = distributed.share(launched)
+    if decision != "train":
+        return {"run_id": rid, "status": decision}
+    return run_and_record(new_job(), path, started)
+
+
+def run_on_main(new_job, launched, skip_finished: bool, rid: str, path: str, started: float,
+                group: str | None) -> dict:
+    """Under the run's lock: skip it (another worker has it, or it finished earlier) or train it."""
     # One worker per run id: two launcher workers given the same config never both train it.
     with rec.run_lock(path) as held:
         existing = rec.read_record(path) if held else None
-        if not held:
-            decision = "running-elsewhere"
-        elif existing and existing["status"] == "ok" and cfg.skip_finished:
-            decision = "finished-earlier"
-        else:
-            decision = "train"
+        decision = skip_or_train(held, existing, skip_finished)
         distributed.share(launched, decision)
-        if decision == "running-elsewhere":
-            print(f"[lab] {rid}: being run by another worker, skipped")
-            return {"run_id": rid, "status": "running-elsewhere"}
-        if decision == "finished-earlier":
-            print(f"[lab] {rid}: finished earlier (ok), skipped; {path}")
-            return existing
+        if decision != "train":
+            return skipped(decision, rid, path, existing)
         if existing is None and os.path.exists(path):
             log.warning("unreadable record at %s (corrupt or from an older version): rerunning", path)
         try:
-            return run_and_record(recipe.FineTune(cfg, device, rid, launched, group=tracking.sweep_group(cfg)),
-                                  path, started)
+            return run_and_record(new_job(group=group), path, started)
         except ConfigError:
             remove_if_unused(os.path.dirname(path))
             raise
+
+
+def skip_or_train(held: bool, existing: dict | None, skip_finished: bool) -> str:
+    if not held:
+        return "running-elsewhere"
+    if existing and existing["status"] == "ok" and skip_finished:
+        return "finished-earlier"
+    return "train"
+
+
+def skipped(decision: str, rid: str, path: str, existing: dict | None) -> dict:
+    if decision == "running-elsewhere":
+        print(f"[lab] {rid}: being run by another worker, skipped")
+        return {"run_id": rid, "status": "running-elsewhere"}
+    print(f"[lab] {rid}: finished earlier (ok), skipped; {path}")
+    return existing
 
 
 def remove_if_unused(folder: str) -> None:

@@ -62,13 +62,15 @@ def test_a_wheel_install_finds_its_configs_and_runs(tmp_path):
                     "--no-deps", str(wheel)], check=True, capture_output=True, timeout=600)
     work = tmp_path / "elsewhere"
     work.mkdir()
+    # Only the wheel: a PYTHONPATH naming a checkout (as a worktree's test run sets) would shadow it.
+    env = {**{k: v for k, v in os.environ.items() if k != "PYTHONPATH"}, "WANDB_MODE": "offline"}
 
     def lab_train(*args):
         return subprocess.run([str(venv / "bin" / "lab-train"), *args], cwd=work, capture_output=True, text=True,
-                              timeout=600, env={**os.environ, "WANDB_MODE": "offline"})
+                              timeout=600, env=env)
 
     where = subprocess.run([str(venv / "bin" / "python"), "-c", "import lab; print(lab.__file__)"], cwd=work,
-                           capture_output=True, text=True, check=True).stdout
+                           capture_output=True, text=True, check=True, env=env).stdout
     assert where.startswith(str(venv)), where
     shown = lab_train("--cfg", "job", "+sweep=smoke")
     assert shown.returncode == 0, shown.stderr[-3000:]
@@ -79,14 +81,14 @@ def test_a_wheel_install_finds_its_configs_and_runs(tmp_path):
     assert "  [ok" in ran.stdout
     assert len(list((work / "results").glob("*/result.json"))) == 1
     # A sweep from sweeps/ (shipped in lab/conf/sweep), then its report: the report opens the published
-    # figures (analysis/reference) from the wheel too.
+    # accuracies (analysis/reference) from the wheel too.
     swept = lab_train("-m", "+sweep=smoke", "trainer.max_steps=3", f"paths.results={work / 'results'}")
     assert swept.returncode == 0, swept.stdout[-3000:] + swept.stderr[-3000:]
     summary = json.loads((work / "multirun" / "smoke" / "sweep_summary.json").read_text())
     assert summary["counts"] == {"ok": 4}, summary
     report = subprocess.run([str(venv / "bin" / "python"), "-m", "analysis", "report", "--results", "results",
                              "--sweep", "multirun/smoke", "--out", "report", "--wandb", "no"], cwd=work,
-                            capture_output=True, text=True, timeout=600)
+                            capture_output=True, text=True, timeout=600, env=env)
     assert report.returncode == 0, report.stdout[-3000:] + report.stderr[-3000:]
     html = (work / "report" / "report.html").read_text()
     assert "Report: smoke" in html and "Published figures beside ours" in html

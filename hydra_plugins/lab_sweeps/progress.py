@@ -18,7 +18,6 @@ import shutil
 import statistics
 import threading
 import time
-from datetime import datetime, timezone
 from typing import Any, Optional
 
 from hydra.core.utils import JobReturn, JobStatus
@@ -26,7 +25,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from lab.record import FAILED, scrub_hydra, scrub_overrides, write_json_atomic
+from lab.record import FAILED, scrub_hydra, scrub_overrides, utc_now, write_json_atomic
 from lab.sweep import read_summary, saved_overrides
 
 FOLDER = ".progress"
@@ -50,7 +49,7 @@ class SweepProgress(Callback):
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         if _multirun(config):
-            write_state(config, {"state": "started", "at": time.time(), "started_at": _utc_now()})
+            write_state(config, {"state": "started", "at": time.time(), "started_at": utc_now()})
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         if _multirun(config):
@@ -62,10 +61,6 @@ class SweepProgress(Callback):
 
 def _multirun(config: DictConfig) -> bool:
     return OmegaConf.select(config, "hydra.mode") in (RunMode.MULTIRUN, "MULTIRUN")
-
-
-def _utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def _state_path(config: DictConfig) -> str:
