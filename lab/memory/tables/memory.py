@@ -204,7 +204,7 @@ def four_bit_storage() -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m lab.memory.tables memory", description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--seq-len", type=int, default=512)
     parser.add_argument("--out", default="reports", help="output folder (default: reports)")

@@ -150,7 +150,7 @@ def write(rows: list[dict], out_dir: str) -> tuple[str, str]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m lab.memory.tables params", description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="reports", help="output folder (default: reports)")
     args = parser.parse_args(argv)
     started = time.time()

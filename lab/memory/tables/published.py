@@ -264,7 +264,7 @@ def markdown(frame: pd.DataFrame) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m lab.memory.tables published", description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="reports", help="output folder (default: reports)")
     args = parser.parse_args(argv)
     print(f"written {publish(markdown(table()), args.out, 'published_memory.md')}")
