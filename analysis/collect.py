@@ -14,7 +14,6 @@ its path and what is wrong (partial: killed or still running; corrupt; not a rec
 from __future__ import annotations
 
 import argparse
-import os
 from dataclasses import dataclass, field
 
 import pandas as pd
