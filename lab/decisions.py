@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from lab.errors import ConfigError
 
-CPU_BF16_SLOW = "bf16 matmul is several times slower than fp32 on most CPUs"
+CPU_BF16_SLOW = "bf16 matmul is several times slower than fp32 on a CPU without bf16 instructions"
 
 
 def resolve_device(requested: str) -> str:
@@ -45,14 +45,28 @@ def compute_dtype(cfg: DictConfig, device: str, notes: list[str] | None = None) 
     return torch.float32
 
 
+def cpu_bf16_supported() -> bool:
+    """Whether this CPU has bf16 instructions (AVX512-BF16 or AMX), which oneDNN's bf16 matmuls use;
+    without them bf16 is emulated and slower than fp32. (torch.cpu's checks are private: absent, no.)"""
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+
+
 def precision(cfg: DictConfig, device: str, notes: list[str] | None = None) -> str:
-    """The Trainer's mixed precision: fp32, bf16 or fp16 (the CPU always computes in fp32)."""
+    """The Trainer's mixed precision: fp32, bf16 or fp16.
+
+    `auto` is bf16 on a CUDA device that supports it, else fp32: on the CPU the default stays fp32
+    until bf16 is shown to score the same (sweeps/bf16_vs_fp32.yaml compares them, paired on seeds).
+    `bf16` on a CPU with bf16 instructions is bf16 autocast; on one without, and fp16 on any CPU
+    (no fast fp16 path), it computes in fp32 and says so in the record's notes.
+    """
     chosen = str(cfg.trainer.precision)
     if chosen == "auto":
         chosen = "bf16" if bf16_supported(device) else "fp32"
-    if chosen in ("bf16", "fp16") and device == "cpu":
+    if device == "cpu" and (chosen == "fp16" or (chosen == "bf16" and not cpu_bf16_supported())):
         if notes is not None:
-            notes.append(f"trainer.precision={chosen} on the CPU: computing in fp32 ({CPU_BF16_SLOW})")
+            why = CPU_BF16_SLOW if chosen == "bf16" else "fp16 has no fast path on a CPU"
+            notes.append(f"trainer.precision={chosen} on this CPU: computing in fp32 ({why})")
         chosen = "fp32"
     return chosen
 

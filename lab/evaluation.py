@@ -7,6 +7,7 @@ import math
 import numpy as np
 import torch
 from omegaconf import DictConfig
+from transformers.trainer_utils import PredictionOutput
 
 from lab import metrics as shipped
 from lab.methods import dequantized_merged_copy
@@ -31,7 +32,7 @@ def evaluate(trainer, tokenized, data, tokenizer, cfg: DictConfig, device: str) 
 
 
 def _classification_scores(trainer, split_data, split: str, num_labels: int) -> dict:
-    prediction = trainer.predict(split_data, metric_key_prefix=split)
+    prediction = predict_by_length(trainer, split_data, split)
     predicted = np.argmax(prediction.predictions, axis=-1).tolist()
     references = prediction.label_ids.tolist()
     return {
@@ -40,6 +41,23 @@ def _classification_scores(trainer, split_data, split: str, num_labels: int) -> 
         f"{split}_macro_f1": shipped.load("macro_f1").compute(
             predictions=predicted, references=references, labels=list(range(num_labels)))["macro_f1"],
     }
+
+
+def predict_by_length(trainer, split_data, split: str) -> PredictionOutput:
+    """`trainer.predict` over the rows in order of length, the outputs put back in the split's order.
+
+    Each batch pads to its longest row: in the split's own order nearly every batch of 128 holds a
+    row near max_length, in length order few do, so the pass computes on far fewer padding tokens
+    (minilm-l6, movie-sentences' 200 + 500 rows: about 0.6 of the time). Each row's logits do not
+    depend on its batch (padding is masked), and the loss is the mean over rows either way (the
+    Trainer weights each batch's mean loss by its rows).
+    """
+    order = np.argsort([len(ids) for ids in split_data["input_ids"]], kind="stable")
+    prediction = trainer.predict(split_data.select(order), metric_key_prefix=split)
+    restore = np.empty_like(order)
+    restore[order] = np.arange(len(order))
+    return PredictionOutput(predictions=prediction.predictions[restore], label_ids=prediction.label_ids[restore],
+                            metrics=prediction.metrics)
 
 
 def training_metrics(num_labels: int):

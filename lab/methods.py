@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 
-import bitsandbytes.functional as bnbf
 import torch
 from omegaconf import DictConfig, OmegaConf
 from peft import (LoraConfig, get_peft_model, get_peft_model_state_dict, prepare_model_for_kbit_training,
@@ -115,6 +114,8 @@ def dequantized_merged_copy(peft_model, load_base):
     on-the-fly outputs must agree up to float rounding (re-quantizing after the merge would not).
     `load_base()` returns a fresh unquantized base model.
     """
+    import bitsandbytes.functional as bnbf  # seconds to import: only where a 4-bit weight is dequantized
+
     base = load_base()
     quantized = {n: m for n, m in peft_model.base_model.model.named_modules() if type(m).__name__ == "Linear4bit"}
     plain = dict(base.named_modules())

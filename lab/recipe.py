@@ -17,8 +17,9 @@ import logging
 import os
 import sys
 import tempfile
+import time
+from contextlib import contextmanager
 
-import bitsandbytes as bnb
 import datasets
 import torch
 from hydra.types import RunMode
@@ -54,6 +55,9 @@ HEALTH_WINDOW = 10
 AUTO_LOGGING_RATIO = 0.02
 # Trainer log entries that are totals of the run rather than points of its curve.
 RUN_TOTALS = ("train_runtime", "train_samples_per_second", "train_steps_per_second", "total_flos", "train_loss")
+# The parts of a job's wall time the record splits it into (timing.split_seconds); `write` is the rest
+# of the job after its setup began (memory ledger, adapter save, provenance, W&B, the record).
+PHASES = ("setup", "train", "evaluate", "checks")
 
 
 class FineTune:
@@ -64,6 +68,8 @@ class FineTune:
         self.cfg, self.device, self.run_id, self.launched = cfg, device, run_id, launched
         self.started = {"at": utc_now(), "loadavg": os.getloadavg(), "earlier_jobs": next(_JOBS_IN_PROCESS)}
         self.notes: list[str] = []
+        self.phases: dict[str, float] = {}
+        self.began: float | None = None  # time.time() when setup began
         self.cache = os.path.expanduser(cfg.paths.cache)
         self.config = scrub_secrets(OmegaConf.to_container(cfg, resolve=True))
         # One W&B run per run: only rank 0 opens it.
@@ -74,13 +80,37 @@ class FineTune:
 
     def run(self) -> dict:
         """The record's fields of a job that trained to the end."""
-        preflight.check_fits(self.cfg, self.device)  # seconds, before a download or an allocation
-        self.setup_data()
-        self.setup_model()
-        self.setup_trainer()
-        self.train()
-        metrics = self.evaluate()
-        return {"metrics": metrics, **self.judge_health(metrics), **self.measure()}
+        self.began = time.time()
+        with self.phase("setup"):
+            preflight.check_fits(self.cfg, self.device)  # seconds, before a download or an allocation
+            self.setup_data()
+            self.setup_model()
+            self.setup_trainer()
+        with self.phase("train"):
+            self.train()
+        with self.phase("evaluate"):
+            metrics = self.evaluate()
+            health = self.judge_health(metrics)
+        return {"metrics": metrics, **health, **self.measure()}
+
+    @contextmanager
+    def phase(self, name: str):
+        """Add the block's seconds to `name`'s share of the job's wall time."""
+        began = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.phases[name] = self.phases.get(name, 0.0) + time.perf_counter() - began
+
+    def time_split(self, startup_from: float, now: float) -> dict:
+        """Seconds of the job by part: `startup` from `startup_from` (the process's start, or the job's in
+        a process that ran earlier jobs) to the setup, then each phase, and `write` the rest until `now`."""
+        if self.began is None:  # failed before its setup
+            return {"startup": round(now - startup_from, 3)}
+        split = {"startup": round(self.began - startup_from, 3)}
+        split.update({name: round(self.phases[name], 3) for name in PHASES if name in self.phases})
+        split["write"] = round(now - self.began - sum(self.phases.values()), 3)
+        return split
 
     # ---- setup ------------------------------------------------------------------------------------
 
@@ -90,7 +120,8 @@ class FineTune:
         self.data = load_task_data(self.cfg.dataset, self.cache)
         self.checkpoint = models.checkpoint_path(self.cfg.model, self.cache)
         self.tokenizer = models.load_tokenizer(self.checkpoint, self.cfg.model)
-        self.tokenized = tokenize(self.data, self.tokenizer, self.cfg.model.max_length)
+        # Cached by tokenizer and split in <cache>/tokenized: a sweep's later jobs read it (lab.data.encode).
+        self.tokenized = tokenize(self.data, self.tokenizer, self.cfg.model.max_length, cache_dir=self.cache)
         self.collate = collator(self.tokenizer, self.data.task)
 
     def setup_model(self) -> None:
@@ -116,6 +147,8 @@ class FineTune:
         if "8bit" in self.args.optim:
             # The Trainer registers 32-bit overrides for embeddings with bitsandbytes' process-wide manager,
             # which keeps them by (group, index): an earlier job of this process would reach into this one's.
+            import bitsandbytes as bnb  # seconds to import (it loads torch's compiler): only where used
+
             bnb.optim.GlobalOptimManager.get_instance().initialize()
         self.timer, self.probe = StepTimer(self.device), LedgerProbe()
         scores = evaluation.training_metrics(len(self.data.label_names)) \
@@ -232,7 +265,7 @@ class FineTune:
                        "peak": peak, **self.measured_ledger(optimizer)},
             "optimizer": {"requested": choose_optimizer(self.cfg, self.device)[0], "trainer_optim": self.args.optim,
                           **optimizer_info(optimizer)},
-            "checks": self.checks(),
+            "checks": self.timed_checks(),
             "adapter_bytes_on_disk": self.adapter_bytes(),
             "distributed": self.ran,
             "timing": self.timing(),
@@ -242,6 +275,10 @@ class FineTune:
             "precision": "bf16" if self.args.bf16 else "fp16" if self.args.fp16 else "fp32",
             "compute_dtype": str(self.dtype).removeprefix("torch."),
         }
+
+    def timed_checks(self) -> dict:
+        with self.phase("checks"):
+            return self.checks()
 
     def checks(self) -> dict:
         """The frozen base is bit-identical after training; merged and on-the-fly adapters agree."""

@@ -23,7 +23,6 @@ import re
 import sys
 import tempfile
 
-import wandb
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
@@ -108,6 +107,8 @@ class Tracker:
             run, self.group = wandb_id(run_id), cfg.logger.group or group or run_id
             if self.mode == "offline":
                 supersede_offline_runs(run)
+            import wandb  # a second to import: only a run that logs to W&B needs it
+
             with redacted_argv():
                 self.run = wandb.init(
                     project=cfg.logger.project, entity=cfg.logger.entity, mode=self.mode,
@@ -145,6 +146,8 @@ class Tracker:
             self.run = None
 
     def log_record(self, record: dict) -> None:
+        import wandb
+
         artifact = wandb.Artifact(f"result-{self.run.id}", type="result",
                                   metadata={"run_id": record["run_id"], "status": record.get("status")})
         with tempfile.TemporaryDirectory(prefix="lab-record-") as folder:
@@ -164,6 +167,8 @@ class Tracker:
 def supersede_offline_runs(run: str) -> list[str]:
     """Rename earlier offline folders of this W&B id (a killed or retrained attempt) so that
     `wandb sync wandb/offline-run-*` uploads only the latest attempt: one W&B run per run id."""
+    import wandb
+
     wandb_dir = wandb.Settings().wandb_dir
     moved = []
     for folder in sorted(glob.glob(os.path.join(wandb_dir, f"offline-run-*-{glob.escape(run)}"))):

@@ -175,7 +175,9 @@ def run_and_record(job, path: str, started: float) -> dict:
     if not job.launched.is_main:
         job.close({})
         return record
-    record["timing"] = {**record.get("timing", {}), "wall_seconds": round(time.time() - started, 3)}
+    now = time.time()
+    record["timing"] = {**record.get("timing", {}), "wall_seconds": round(now - started, 3),
+                        **time_split(job, started, now)}
     record["provenance"] = job.provenance()
     record["config"] = job.config
     record["logging"] = job.close(record)  # the whole record goes to W&B: summary and result.json
@@ -191,6 +193,24 @@ def run_and_record(job, path: str, started: float) -> dict:
         log.warning("traceback of %s not kept (%s): %s", job.run_id, err.strerror, failure)
     print(summary(written, path))
     return written
+
+
+def time_split(job, started: float, now: float) -> dict:
+    """timing.split_seconds: where the job's wall time went, its startup counted from the process's
+    start for the process's first job (a fresh process per job under local_submitit and SLURM)."""
+    first = job.started["earlier_jobs"] == 0
+    startup_from = process_started() if first else None
+    return {"split_seconds": job.time_split(startup_from or started, now),
+            "startup_from": "process start" if startup_from else "job start (a process that ran earlier jobs)"}
+
+
+def process_started() -> float | None:
+    try:
+        import psutil
+
+        return psutil.Process().create_time()
+    except Exception:  # no psutil, or a platform that hides it: the startup then counts from run()
+        return None
 
 
 class RecordLost(Exception):

@@ -14,7 +14,7 @@ TOTALS = re.compile(r"^\[sweep (\d+)/(\d+) done, (\d+) running, (\d+) failed, (\
 
 
 @pytest.mark.parametrize("launcher", [[], ["hydra/launcher=parallel", "hydra.launcher.n_jobs=2"],
-                                      ["hydra/launcher=local_submitit", "hydra.sweeper.max_batch_size=2"]],
+                                      ["hydra/launcher=local_submitit", "hydra.launcher.array_parallelism=2"]],
                          ids=["basic", "parallel", "local_submitit"])
 def test_each_job_prints_its_start_its_end_and_the_totals(tmp_path, launcher):
     output = finish(lab_multirun(tmp_path, tmp_path / "results", tmp_path / "multirun", TWO_JOBS, *launcher))

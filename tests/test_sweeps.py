@@ -1,5 +1,6 @@
 """Sweeps: every sweep file composes into valid jobs; real sweeps survive failing jobs and kill -9."""
 
+import json
 import os
 import signal
 import subprocess
@@ -11,7 +12,7 @@ import pytest
 from lab.sweep import expand
 from conftest import CONF
 from lab.config import compose
-from sweep_helpers import TINY_OK, TINY_OVERRIDES, finish, lab_multirun, records, summary, tiny_sweep
+from sweep_helpers import FAST, TINY_OK, TINY_OVERRIDES, finish, lab_multirun, records, summary, tiny_sweep
 
 SWEEPS = sorted(p.stem for p in (CONF / "sweep").glob("*.yaml"))
 # Jobs per sweep: the grids the sweep files promise.
@@ -172,6 +173,30 @@ def test_local_submitit_runs_each_job_in_its_own_process(tmp_path):
     assert [r["status"] for r in records(results).values()] == ["ok"]
     assert summary(sweep_dir)["counts"] == {"ok": 1, "invalid-config": 1}
     assert list((sweep_dir / ".submitit").iterdir())  # submitit's per-job folders: the jobs ran through it
+
+
+def test_local_submitit_keeps_n_jobs_running_and_starts_the_next_as_one_ends(tmp_path):
+    """Three jobs, two at a time, the first one long: the third starts when the short one ends, before
+    the long one does (batches of two would wait for it), and never more than two run at once."""
+    results, sweep_dir = tmp_path / "results", tmp_path / "multirun"
+    fast = [o for o in FAST if not o.startswith("trainer.max_steps=")]
+    command = [sys.executable, "-m", "lab", "-m", "+sweep=smoke", f"paths.results={results}",
+               f"hydra.sweep.dir={sweep_dir}", *fast, "hydra/launcher=local_submitit",
+               "hydra.launcher.array_parallelism=2",
+               "hydra.sweeper.groups=[{method:lora,rank:2,trainer.max_steps:400},"
+               "{method:lora,rank:4,trainer.max_steps:4},{method:lora,rank:8,trainer.max_steps:4}]"]
+    proc = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=900,
+                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert summary(sweep_dir)["counts"] == {"ok": 3}
+    spans = {}
+    for path in (sweep_dir / ".progress").glob("*.json"):
+        state = json.loads(path.read_text())
+        spans[state["num"]] = (state["at"], state["at"] + state["seconds"])
+    assert sorted(spans) == [0, 1, 2]
+    assert spans[2][0] < spans[0][1], spans  # the third began while the long first one still ran
+    assert spans[2][0] >= spans[1][1] - 1.0, spans  # ...once the second had ended (the pool had 2 slots)
+    assert len(list((sweep_dir / ".submitit").iterdir())) >= 3  # one submitit process per job
 
 
 def test_bracketing_extends_an_edge_choice_and_confirms_it_with_more_seeds(tmp_path):

@@ -35,12 +35,10 @@ import os
 import warnings
 from contextlib import contextmanager
 
-import bitsandbytes as bnb
 import torch
 from omegaconf import DictConfig, OmegaConf
 from peft.tuners.lora import dora
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
-from transformers.integrations import replace_with_bnb_linear
 from transformers.quantizers.base import HfQuantizer
 from transformers.utils import logging as hf_logging
 
@@ -137,6 +135,10 @@ def quantize_on_meta(model, cfg: DictConfig, dtype: torch.dtype) -> dict[int, in
     the shape bitsandbytes stores ((n + 1) // 2 bytes, 1), so peft counts and wraps it as in a run.
     Returns {id(weight): logical number of elements}.
     """
+    # Seconds to import (bitsandbytes loads torch's compiler): only a 4-bit estimate needs them.
+    import bitsandbytes as bnb
+    from transformers.integrations import replace_with_bnb_linear
+
     qconfig = _bnb_config(cfg, dtype)
     with quiet_transformers():
         replace_with_bnb_linear(model, modules_to_not_convert=_not_converted(model, cfg), quantization_config=qconfig)
@@ -192,6 +194,8 @@ def nf4_bytes(numel: int, double_quant: bool = True, blocksize: int = NF4_BLOCKS
 def measured_nf4_bytes(out_features: int, in_features: int, double_quant: bool = True,
                        quant_type: str = "nf4") -> dict[str, int]:
     """What a real bitsandbytes Linear4bit stores for one weight, quantized here on the CPU."""
+    import bitsandbytes as bnb
+
     torch.manual_seed(0)
     plain = torch.nn.Linear(in_features, out_features, bias=False)
     layer = bnb.nn.Linear4bit(in_features, out_features, bias=False, compute_dtype=torch.float32,

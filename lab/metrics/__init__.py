@@ -1,14 +1,16 @@
 """`evaluate` metric modules shipped inside the package: `evaluate.load(<name>)` needs the hub,
 `evaluate.load(<folder here>)` does not."""
 
-from pathlib import Path
+from __future__ import annotations
 
-import evaluate
+from pathlib import Path
 
 _HERE = Path(__file__).resolve().parent
 
 
-def load(name: str) -> evaluate.EvaluationModule:
+def load(name: str) -> "evaluate.EvaluationModule":  # noqa: F821
+    import evaluate  # seconds to import (pandas, its evaluators): a job needs it only once it evaluates
+
     folder = _HERE / name
     if not (folder / f"{name}.py").exists():
         available = sorted(p.name for p in _HERE.iterdir() if (p / f"{p.name}.py").exists())
