@@ -57,6 +57,13 @@ def test_record_has_every_field_and_is_on_disk(records, case, tmp_path):
     assert json.load(open(path)) == json.loads(json.dumps(record, default=str))
     assert record["memory"]["unit"] == "bytes" and record["memory"]["peak"]["unit"] == "bytes"
     assert record["timing"]["train_tokens"] > 0 and "non-padding" in record["timing"]["tokens_counted"]
+    split = record["timing"]["split_seconds"]
+    assert list(split) == ["startup", "setup", "train", "evaluate", "checks", "write"]
+    assert all(seconds >= 0 for seconds in split.values()) and split["train"] >= record["timing"]["train_seconds"]
+    if record["timing"]["startup_from"] == "process start":
+        assert sum(split.values()) >= record["timing"]["wall_seconds"]
+    else:  # the parts of the wall time, each rounded to the millisecond
+        assert sum(split.values()) == pytest.approx(record["timing"]["wall_seconds"], abs=0.01)
     assert record["provenance"]["versions"]["peft"] and record["provenance"]["device"] == "cpu"
     assert (record["rank"] is None) == (record["method"] == "full")
 

@@ -49,14 +49,17 @@ def tokenizer_identity(tokenizer) -> str | None:
     settings = {"class": type(tokenizer).__name__, "truncation_side": tokenizer.truncation_side,
                 "special": {k: str(v) for k, v in sorted(tokenizer.special_tokens_map.items())},
                 "bos": tokenizer.bos_token_id, "eos": tokenizer.eos_token_id}
-    return hashlib.sha256(backend.to_str().encode() + json.dumps(settings, sort_keys=True).encode()).hexdigest()
+    # The backend's truncation and padding are the state its last call left (tokenize passes its own).
+    definition = {k: v for k, v in json.loads(backend.to_str()).items() if k not in ("truncation", "padding")}
+    return hashlib.sha256(json.dumps([definition, settings], sort_keys=True).encode()).hexdigest()
 
 
 def split_key(split: Dataset, identity: str, max_length: int, task: str) -> str:
     digest = hashlib.sha256(f"{ENCODING}|{datasets.__version__}|{identity}|{max_length}|{task}".encode())
-    for column in sorted(split.column_names):
+    rows = split[:]  # every column as a list (split[column] is a lazy Column in datasets >= 4)
+    for column in sorted(rows):
         digest.update(column.encode())
-        digest.update(json.dumps(split[column], default=str).encode())
+        digest.update(json.dumps(rows[column], default=str).encode())
     return digest.hexdigest()[:32]
 
 
@@ -78,6 +81,7 @@ def _store(folder: str, tokenized: Dataset) -> Dataset:
     try:
         os.makedirs(parent, exist_ok=True)
         staging = tempfile.mkdtemp(prefix=".staging-", dir=parent)
+        os.chmod(staging, 0o755)  # mkdtemp's 0700 would hide the entry from another user of a shared cache
         tokenized.save_to_disk(staging)
         try:
             os.rename(staging, folder)

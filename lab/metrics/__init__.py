@@ -3,11 +3,15 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 
 _HERE = Path(__file__).resolve().parent
 
 
+# One module per metric and process: evaluate.load builds a module from its script each call (about
+# 0.3 s), and a job scores two splits. compute(predictions=, references=) keeps no state between calls.
+@lru_cache(maxsize=None)
 def load(name: str) -> "evaluate.EvaluationModule":  # noqa: F821
     import evaluate  # seconds to import (pandas, its evaluators): a job needs it only once it evaluates
 
