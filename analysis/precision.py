@@ -4,8 +4,8 @@
 
 Runs pair by seed (the same initialisation, data order and evaluated rows at both precisions). Speed:
 each seed's bf16/fp32 ratio of training tokens per second (the two ran side by side). Accuracy: the
-paired difference bf16 - fp32 in points with its t interval (analysis.stats.difference); bf16 is
-"equivalent" when that interval lies inside ±MARGIN (analysis.claims' margin and rule), judged on
+paired difference bf16 - fp32 in points over seeds (analysis.stats.seed_comparison), judged by the
+reports' equivalence rule (analysis.rules: TOST within ±margin, one family of one comparison) on
 validation accuracy, since the default precision is a choice (test accuracy is shown beside it).
 A run that learned nothing (health `collapsed`) or did not finish is named and left out of both.
 """
@@ -15,12 +15,10 @@ from __future__ import annotations
 import argparse
 import os
 
-import numpy as np
-
 from analysis import stats
-from analysis.claims import MARGIN
 from analysis.collect import read_results
 from analysis.report import read_sweep
+from analysis.rules import EQUIVALENCE, Rules
 
 PRECISIONS = ("fp32", "bf16")
 
@@ -38,7 +36,7 @@ def pairs(records: list[dict]) -> tuple[dict[int, dict[str, dict]], list[str]]:
     return by_seed, left_out
 
 
-def compare(by_seed: dict[int, dict[str, dict]]) -> dict:
+def compare(by_seed: dict[int, dict[str, dict]], rules: Rules = Rules()) -> dict:
     paired = {seed: runs for seed, runs in sorted(by_seed.items()) if all(p in runs for p in PRECISIONS)}
     rows = []
     for seed, runs in paired.items():
@@ -49,14 +47,13 @@ def compare(by_seed: dict[int, dict[str, dict]]) -> dict:
                      "tokens_per_second_fp32": fp32["timing"]["train_tokens_per_second"],
                      "tokens_per_second_bf16": bf16["timing"]["train_tokens_per_second"],
                      "speedup": bf16["timing"]["train_tokens_per_second"] / fp32["timing"]["train_tokens_per_second"]})
-    out = {"rows": rows, "margin_points": MARGIN}
+    out = {"rows": rows, "rules": rules}
     for split in ("validation", "test"):
-        diff = stats.difference({r["seed"]: r[f"{split}_accuracy_bf16"] for r in rows},
-                                {r["seed"]: r[f"{split}_accuracy_fp32"] for r in rows})
-        out[split] = diff
+        comparison = stats.seed_comparison({r["seed"]: r[f"{split}_accuracy_bf16"] for r in rows},
+                                           {r["seed"]: r[f"{split}_accuracy_fp32"] for r in rows})
+        out[split] = rules.family([comparison], EQUIVALENCE)[0]
     out["speedup"] = stats.mean_interval([r["speedup"] for r in rows])
-    valid = out["validation"]
-    out["equivalent"] = bool(not np.isnan(valid.low) and -MARGIN <= valid.low and valid.high <= MARGIN)
+    out["equivalent"] = out["validation"].verdict == "similar"
     return out
 
 
@@ -68,14 +65,14 @@ def markdown(result: dict, left_out: list[str], source: str) -> str:
         lines.append(f"| {r['seed']} | {r['validation_accuracy_fp32']:.2f} | {r['validation_accuracy_bf16']:.2f} | "
                      f"{r['test_accuracy_fp32']:.2f} | {r['test_accuracy_bf16']:.2f} | "
                      f"{r['tokens_per_second_fp32']:.0f} | {r['tokens_per_second_bf16']:.0f} | {r['speedup']:.3f} |")
-    v, t = result["validation"], result["test"]
+    rules = result["rules"]
     lines += ["",
               f"- speed, bf16 / fp32 training tokens per second: {result['speedup'].text(3)} ({result['speedup'].method})",
-              f"- validation accuracy, bf16 - fp32 (points): {v.text(2, signed=True)} ({v.method})",
-              f"- test accuracy, bf16 - fp32 (points): {t.text(2, signed=True)} ({t.method})",
-              f"- equivalence (validation, 95 % interval inside ±{result['margin_points']:g} point): "
-              + ("equivalent: bf16 may be the CPU default" if result["equivalent"]
-                 else "not shown: the CPU default stays fp32")]
+              f"- validation accuracy, bf16 - fp32: {rules.evidence(result['validation'])}",
+              f"- test accuracy, bf16 - fp32: {rules.evidence(result['test'])}",
+              f"- rule: {rules.describe()}",
+              "- " + ("equivalent on validation: bf16 may be the CPU default" if result["equivalent"]
+                      else "equivalence not shown on validation: the CPU default stays fp32")]
     if left_out:
         lines += ["", "Left out (did not finish or learned nothing):", *[f"- {line}" for line in left_out]]
     return "\n".join(lines) + "\n"
