@@ -45,7 +45,6 @@ def _choices(name: str, values: str) -> type[Choice]:
     return Choice(name, {v: v for v in values.split()})
 
 
-Method = _choices("Method", "full lora qlora dora")
 # How the adapter update B·A is scaled across ranks: alpha_2r (alpha = 2r, so alpha/r = 2), fixed
 # (alpha held, alpha/r) and rslora (alpha held, alpha/sqrt(r)).
 Scaling = _choices("Scaling", "alpha_2r fixed rslora")
@@ -81,6 +80,11 @@ MAX_SEED = 2**32 - 1
 MIN_SYNTHETIC_LENGTH = {"cls": 3, "lm": 2}
 MAX_SYNTHETIC_LABELS = 10  # synthetic-cls gives each class 5 of its 50 keyword tokens
 BNB_OPTIMIZERS = ("paged_adamw_32bit", "paged_adamw_8bit", "adamw_8bit")
+# A method's name starts its run id (lab.record.run_id): slug-safe as it is.
+METHOD_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
+PEFT_TYPE = re.compile(r"[A-Z][A-Z0-9_]*")
+# LoRA's own keys (mapped onto LoraConfig by lab.methods) and the value that leaves them unset.
+LORA_ONLY_KEYS = {"scaling": None, "alpha": None, "use_dora": False, "dropout": 0.0, "bias": "none"}
 
 # Resolvers used by the YAML (`alpha: ${lora_alpha:${method.scaling},${rank}}`); registered once per process.
 if not OmegaConf.has_resolver("lora_alpha"):
@@ -88,6 +92,10 @@ if not OmegaConf.has_resolver("lora_alpha"):
     OmegaConf.register_new_resolver(
         "lora_alpha", lambda scaling, rank: (2 * rank if rank is not None else None) if scaling == "alpha_2r"
         else HELD_ALPHA if scaling in Scaling.__members__ else None)
+if not OmegaConf.has_resolver("lab_scale"):
+    # A peft option that follows the rank (AdaLoRA's target_r: half its init_r): a whole number >= 1.
+    OmegaConf.register_new_resolver(
+        "lab_scale", lambda value, factor: max(1, round(value * factor)) if isinstance(value, int) else None)
 if not OmegaConf.has_resolver("lab_cache"):
     OmegaConf.register_new_resolver("lab_cache", default_cache_dir)
 if not OmegaConf.has_resolver("lab_slug"):
@@ -110,7 +118,23 @@ class QuantSchema:
 
 @dataclass
 class MethodSchema:
-    name: Method = Method.lora
+    """A method is a file, conf/method/<name>.yaml (docs/methods.md): these keys are all a method file
+    sets. The LoRA family's own keys (scaling, alpha, use_dora, dropout, bias) map onto peft's LoraConfig
+    (lab.methods.LORA_KEYS); every other adapter states its peft options under `peft`, in peft's names."""
+
+    name: str = "lora"
+    # The method's name in tables and figures (analysis); None: the name.
+    label: Optional[str] = None
+    # peft's PeftType (LORA, VERA, IA3, ...) whose config class `peft` fills; None: no adapter, every
+    # weight trains (full fine-tuning).
+    peft_type: Optional[str] = None
+    # The peft config key that the run's `rank` sets (r, init_r, num_virtual_tokens, ...); None: the
+    # method has no capacity knob and takes no rank.
+    capacity: Optional[str] = None
+    # Whether peft and bitsandbytes can put this adapter on a 4-bit base (base=4bit).
+    allows_4bit: bool = False
+    # Further keyword arguments of peft's config class, as data (peft's own names).
+    peft: dict = field(default_factory=dict)
     learning_rate: float = 2e-3
     # None: a record's config from before method.scaling existed (alpha as given, scale alpha/r).
     scaling: Optional[Scaling] = None
@@ -242,10 +266,10 @@ def compose(overrides: list[str] | tuple = (), validated: bool = True, hydra: bo
 def validate(cfg: DictConfig) -> DictConfig:
     """Return the run config merged onto the schema, or raise ConfigError."""
     # Rank first: other keys interpolate it (alpha = 2r), and a bad rank must be reported as itself.
-    if OmegaConf.select(cfg, "method.name") != "full" and "rank" in cfg:
+    if OmegaConf.select(cfg, "method.capacity", default=None) is not None and "rank" in cfg:
         _positive_int("rank", cfg.rank)
     merged = _merge_onto_schema(cfg)
-    for check in (_check_names, _check_method, _check_adapter, _check_task, _check_trainer, _check_distributed):
+    for check in (_check_names, _check_method, _check_base, _check_adapter, _check_task, _check_trainer, _check_distributed):
         check(merged)
     _positive_int("seed", merged.seed, minimum=0)
     if merged.seed > MAX_SEED:
@@ -285,16 +309,25 @@ def _check_names(merged: DictConfig) -> None:
 
 
 def _check_method(merged: DictConfig) -> None:
-    """Rank and the method's own switches; the learning rate."""
+    """The method's name, rank against its capacity knob, the LoRA-only keys, the learning rate."""
     method, rank = merged.method, merged.rank
-    if method.name == "full":
-        if rank is not None:
-            raise ConfigError("rank", rank, "no rank with method=full (full fine-tuning trains every weight)")
-        if method.scaling is not None or method.use_dora:
-            key, value = ("method.scaling", method.scaling) if method.scaling is not None else ("method.use_dora", True)
-            raise ConfigError(key, value, "nothing with method=full: it has no adapter to scale or decompose")
+    if not METHOD_NAME.fullmatch(method.name or ""):
+        raise ConfigError("method.name", method.name, "letters, digits and . _ + - (it starts the run id)")
+    if method.peft_type is None:
+        _check_full(merged)
     else:
-        _positive_int("rank", rank)
+        if not PEFT_TYPE.fullmatch(method.peft_type):
+            raise ConfigError("method.peft_type", method.peft_type, "a peft PeftType name (LORA, VERA, IA3, ...)")
+        if method.capacity is None and rank is not None:
+            raise ConfigError("rank", rank, f"no rank with method={method.name}: it has no capacity knob "
+                              "(method.capacity is null)")
+        if method.capacity is not None:
+            _positive_int("rank", rank)
+            if method.capacity in method.peft:
+                raise ConfigError(f"method.peft.{method.capacity}", method.peft[method.capacity],
+                                  f"unset: `rank` sets {method.capacity} for method={method.name}")
+        if method.peft_type != "LORA":
+            _check_no_lora_keys(method)
     if method.name == "dora" and not method.use_dora:
         raise ConfigError("method.use_dora", False, "true with method=dora (use method=lora for plain LoRA)")
     if method.name == "lora" and method.use_dora:
@@ -304,20 +337,78 @@ def _check_method(merged: DictConfig) -> None:
     _positive_finite("method.learning_rate", method.learning_rate)
 
 
-def _check_adapter(merged: DictConfig) -> None:
-    """alpha against the scaling convention, dropout, and the targets (a set of the model, or names)."""
+def _check_full(merged: DictConfig) -> None:
+    """A method without an adapter trains every weight: no rank, nothing to scale, no 4-bit base."""
     method, rank = merged.method, merged.rank
-    if method.name == "full":
+    if rank is not None:
+        raise ConfigError("rank", rank, f"no rank with method={method.name} (full fine-tuning trains every weight)")
+    if method.scaling is not None or method.use_dora:
+        key, value = ("method.scaling", method.scaling) if method.scaling is not None else ("method.use_dora", True)
+        raise ConfigError(key, value, f"nothing with method={method.name}: it has no adapter to scale or decompose")
+    if method.capacity is not None:
+        raise ConfigError("method.capacity", method.capacity, "null without method.peft_type (no adapter)")
+
+
+def _check_no_lora_keys(method: DictConfig) -> None:
+    """LoRA's own keys mean nothing to another peft type: set there, they would be silently ignored."""
+    for key, unset in LORA_ONLY_KEYS.items():
+        if method[key] != unset:
+            raise ConfigError(f"method.{key}", method[key],
+                              f"{unset} with method={method.name} (method.{key} is LoRA's; set "
+                              f"{method.peft_type}'s own options under method.peft)")
+
+
+def _check_base(merged: DictConfig) -> None:
+    """A 4-bit base (method.quant, set by base=4bit) only under an adapter peft has 4-bit layers for."""
+    method = merged.method
+    if method.quant is None:
         return
-    if method.alpha is None or not isinstance(method.alpha, (int, float)) or method.alpha <= 0:
-        raise ConfigError("method.alpha", method.alpha, "a number > 0")
-    if method.scaling == "alpha_2r" and method.alpha != 2 * rank:
-        raise ConfigError("method.alpha", method.alpha,
-                          f"2 * rank = {2 * rank} with method.scaling=alpha_2r; to hold alpha at "
-                          f"{method.alpha} across ranks set method.scaling=fixed (or rslora)")
-    if not 0 <= method.dropout < 1:
-        raise ConfigError("method.dropout", method.dropout, "a number in [0, 1)")
+    if method.peft_type is None:
+        raise ConfigError("base", "4bit", f"a full-precision base with method={method.name}: 4-bit weights "
+                          "do not train (a 4-bit base takes an adapter: " + ", ".join(methods_on_4bit()) + ")")
+    if not method.allows_4bit:
+        raise ConfigError("base", "4bit", f"a full-precision base with method={method.name}: peft has no "
+                          f"bitsandbytes 4-bit layer for {method.peft_type}; the methods that take a 4-bit base: "
+                          + ", ".join(methods_on_4bit()))
+
+
+def methods_on_4bit(conf_dir: str | None = None) -> list[str]:
+    """The shipped method files that say `allows_4bit: true` (a file inherits it from its defaults)."""
+    folder = os.path.join(conf_dir or CONF_DIR, "method")
+
+    def allows(name: str) -> bool:
+        path = os.path.join(folder, f"{name}.yaml")
+        if not os.path.isfile(path):
+            return False
+        node = OmegaConf.load(path)
+        own = OmegaConf.select(node, "method.allows_4bit", default=None)
+        if own is not None:
+            return bool(own)
+        parents = [d for d in node.get("defaults", []) if isinstance(d, str) and d != "_self_"]
+        return any(allows(parent) for parent in parents)
+
+    return sorted(f.removesuffix(".yaml") for f in os.listdir(folder) if f.endswith(".yaml")
+                  and allows(f.removesuffix(".yaml")))
+
+
+def _check_adapter(merged: DictConfig) -> None:
+    """LoRA's alpha against the scaling convention and its dropout; the targets (a set of the model,
+    names, or null for peft's own default)."""
+    method, rank = merged.method, merged.rank
+    if method.peft_type is None:
+        return
+    if method.peft_type == "LORA":
+        if method.alpha is None or not isinstance(method.alpha, (int, float)) or method.alpha <= 0:
+            raise ConfigError("method.alpha", method.alpha, "a number > 0")
+        if method.scaling == "alpha_2r" and method.alpha != 2 * rank:
+            raise ConfigError("method.alpha", method.alpha,
+                              f"2 * rank = {2 * rank} with method.scaling=alpha_2r; to hold alpha at "
+                              f"{method.alpha} across ranks set method.scaling=fixed (or rslora)")
+        if not 0 <= method.dropout < 1:
+            raise ConfigError("method.dropout", method.dropout, "a number in [0, 1)")
     targets = method.targets
+    if targets is None:
+        return
     if isinstance(targets, str):
         if targets not in merged.model.target_sets:
             sets = ", ".join(merged.model.target_sets) or "(none defined)"

@@ -31,15 +31,20 @@ def bf16_supported(device: str) -> bool:
     return torch.cuda.is_bf16_supported() if torch.cuda.is_available() else True
 
 
+def four_bit(cfg: DictConfig) -> bool:
+    """The base is 4-bit (base=4bit; method=qlora): the method has a quant section."""
+    return cfg.method.get("quant") is not None
+
+
 def compute_dtype(cfg: DictConfig, device: str, notes: list[str] | None = None) -> torch.dtype:
     """Dtype of the frozen base weights and of 4-bit dequantization."""
-    if cfg.method.name == "qlora" and cfg.method.quant.compute_dtype != "auto":
+    if four_bit(cfg) and cfg.method.quant.compute_dtype != "auto":
         dtype = getattr(torch, str(cfg.method.quant.compute_dtype))
         if device == "cpu" and dtype != torch.float32 and notes is not None:
             notes.append(f"compute dtype {cfg.method.quant.compute_dtype} on the CPU: expect it to run several "
                          "times slower than float32 on most CPUs (method.quant.compute_dtype=auto picks float32 here)")
         return dtype
-    if cfg.method.name != "full" and bf16_supported(device):
+    if cfg.method.get("peft_type") is not None and bf16_supported(device):
         return torch.bfloat16
     # Full fine-tuning keeps fp32 master weights (bf16 comes from autocast); the CPU computes in fp32.
     return torch.float32
@@ -77,11 +82,11 @@ def autocast_dtype(cfg: DictConfig, device: str) -> torch.dtype | None:
 
 
 def choose_optimizer(cfg: DictConfig, device: str, notes: list[str] | None = None) -> tuple[str, str]:
-    """(requested, used): QLoRA asks for paged AdamW, which pages only on CUDA."""
+    """(requested, used): an adapter on a 4-bit base (QLoRA) asks for paged AdamW, which pages only on CUDA."""
     requested = str(cfg.method.get("optimizer") or "auto")
     notes = notes if notes is not None else []
     if requested == "auto":
-        requested = "paged_adamw_32bit" if cfg.method.name == "qlora" else "adamw_torch"
+        requested = "paged_adamw_32bit" if four_bit(cfg) else "adamw_torch"
         if requested != "adamw_torch" and OmegaConf.select(cfg, "distributed.mode") == "fsdp":
             requested = "adamw_torch"
             notes.append("method.optimizer=auto under FSDP: adamw_torch (bitsandbytes optimizers do not take "

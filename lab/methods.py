@@ -1,21 +1,25 @@
-"""The strategies: full fine-tuning, LoRA and DoRA (peft), and QLoRA (peft on a bitsandbytes 4-bit base)."""
+"""The methods: full fine-tuning, or any peft adapter its method file (conf/method/<name>.yaml) describes
+as data, on a full-precision or a bitsandbytes 4-bit base (QLoRA is LoRA on the 4-bit base)."""
 
 from __future__ import annotations
 
 import copy
+import re
 
 import torch
 from omegaconf import DictConfig, OmegaConf
-from peft import (LoraConfig, get_peft_model, get_peft_model_state_dict, prepare_model_for_kbit_training,
+from peft import (get_peft_config, get_peft_model, get_peft_model_state_dict, prepare_model_for_kbit_training,
                   set_peft_model_state_dict)
+from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
+from peft.utils import ModulesToSaveWrapper
 from transformers import BitsAndBytesConfig
 
-from lab.decisions import compute_dtype
+from lab.decisions import compute_dtype, four_bit
 from lab.errors import ConfigError
 
 
 def quantization_config(cfg: DictConfig, device: str, head_modules: list[str]):
-    if cfg.method.name != "qlora":
+    if not four_bit(cfg):
         return None
     quant = cfg.method.quant
     return BitsAndBytesConfig(
@@ -32,8 +36,11 @@ def quantization_config(cfg: DictConfig, device: str, head_modules: list[str]):
     )
 
 
-def target_modules(cfg: DictConfig) -> list[str]:
+def target_modules(cfg: DictConfig) -> list[str] | None:
+    """The module names the adapter wraps; None: peft's own default for the architecture (or none)."""
     targets = cfg.method.targets
+    if targets is None:
+        return None
     if isinstance(targets, str):
         targets = cfg.model.target_sets[targets]
     return list(OmegaConf.to_container(targets) if OmegaConf.is_config(targets) else targets)
@@ -44,34 +51,91 @@ def linear_module_names(model: torch.nn.Module) -> dict[str, torch.nn.Module]:
             if isinstance(module, torch.nn.Linear) or type(module).__name__ in ("Linear4bit", "Conv1D")}
 
 
-def check_targets(model: torch.nn.Module, cfg: DictConfig) -> list[str]:
-    """Each target must name a linear layer (peft matches a name or a dotted suffix of one)."""
+def check_targets(model: torch.nn.Module, cfg: DictConfig) -> list[str] | None:
+    """Each target must name a module of the model outside its heads (peft matches a name or a dotted
+    suffix of one): a linear layer for every adapter but LayerNorm tuning, whose targets are norms."""
     targets = target_modules(cfg)
+    if targets is None:
+        return None
     heads = tuple(cfg.model.head_modules)
-    linears = {n: m for n, m in linear_module_names(model).items() if not any(h in n.split(".") for h in heads)}
-    suffixes = sorted({".".join(n.split(".")[-k:]) for n in linears for k in (1, 2)})
+    norms = cfg.method.peft_type == "LN_TUNING"
+    candidates = {n: m for n, m in (model.named_modules() if norms else linear_module_names(model).items())
+                  if n and not any(h in n.split(".") for h in heads)}
+    if norms:
+        candidates = {n: m for n, m in candidates.items() if "norm" in type(m).__name__.lower()}
+    suffixes = sorted({n.split(".")[-1] for n in candidates})
+    kind = "norm" if norms else "linear"
     for target in targets:
-        matched = [m for n, m in linears.items() if n == target or n.endswith("." + target)]
+        matched = [m for n, m in candidates.items() if n == target or n.endswith("." + target)]
         if not matched:
-            raise ConfigError("method.targets", target, f"module names of {cfg.model.name}'s linear layers: "
-                              + ", ".join(s for s in suffixes if "." not in s))
-        smallest = min(min(m.in_features, m.out_features) for m in matched)
-        if cfg.rank > smallest:
-            raise ConfigError("rank", cfg.rank, f"at most {smallest}, the smaller side of the '{target}' matrices")
+            raise ConfigError("method.targets", target, f"module names of {cfg.model.name}'s {kind} layers: "
+                              + ", ".join(suffixes))
+        if cfg.method.capacity == "r" and not norms:
+            smallest = min(min(m.in_features, m.out_features) for m in matched)
+            if cfg.rank > smallest:
+                raise ConfigError("rank", cfg.rank, f"at most {smallest}, the smaller side of the '{target}' matrices")
     return targets
 
 
+# The LoRA family's own keys (lab.config.LORA_ONLY_KEYS) as LoraConfig spells them.
+LORA_KEYS = {"alpha": "lora_alpha", "dropout": "lora_dropout", "bias": "bias", "use_dora": "use_dora"}
+
+
+def peft_config_dict(cfg: DictConfig, targets: list[str] | None) -> dict:
+    """The method file's peft config as peft's `get_peft_config` takes it: its `peft` options, the rank
+    at its capacity key, the targets, the task type and the heads that train beside the adapter."""
+    method = cfg.method
+    options = OmegaConf.to_container(method.peft, resolve=True) if method.peft else {}
+    out = {"peft_type": str(method.peft_type),
+           "task_type": "SEQ_CLS" if cfg.model.task == "cls" else "CAUSAL_LM", **options}
+    if method.capacity is not None:
+        out[str(method.capacity)] = cfg.rank
+    if targets is not None:
+        out["target_modules"] = targets
+    if cfg.model.head_modules:
+        out["modules_to_save"] = list(cfg.model.head_modules)
+    if method.peft_type == "LORA":
+        out.update({peft_key: (str(method[key]) if key == "bias" else method[key]) for key, peft_key in LORA_KEYS.items()})
+        out["use_rslora"] = method.scaling == "rslora"
+    if method.peft_type == "ADALORA" and "total_step" not in out:
+        out["total_step"] = cfg.trainer.max_steps
+    return out
+
+
+def peft_config(cfg: DictConfig, targets: list[str] | None):
+    """peft's own config object for the method, or a ConfigError naming what peft refused."""
+    data = peft_config_dict(cfg, targets)
+    if data["peft_type"] not in PEFT_TYPE_TO_CONFIG_MAPPING:
+        raise ConfigError("method.peft_type", data["peft_type"],
+                          "a peft 0.22 PeftType: " + ", ".join(sorted(str(t.value) for t in PEFT_TYPE_TO_CONFIG_MAPPING)))
+    try:
+        return get_peft_config(data)
+    except TypeError as err:
+        unknown = re.search(r"unexpected keyword argument '(\w+)'", str(err))
+        key = unknown.group(1) if unknown else "?"
+        raise ConfigError(f"method.peft.{key}", data.get(key), f"an option of peft's "
+                          f"{PEFT_TYPE_TO_CONFIG_MAPPING[data['peft_type']].__name__}") from None
+    except ValueError as err:
+        raise ConfigError(f"method ({method_name(cfg)})", data["peft_type"], f"options peft accepts: {err}") from None
+
+
+def method_name(cfg: DictConfig) -> str:
+    return str(cfg.method.name)
+
+
 def apply_method(model, cfg: DictConfig, device: str):
-    """Return the model ready to train: every weight (full) or LoRA adapters on a frozen base."""
-    if cfg.method.name == "full":
+    """Return the model ready to train: every weight (no peft_type), or the method's peft adapter on a
+    frozen (4-bit, with base=4bit) base."""
+    if cfg.method.peft_type is None:
         for param in model.parameters():
             param.requires_grad_(True)
         return model
-    if cfg.method.name == "qlora" and not any(type(m).__name__ == "Linear4bit" for m in model.modules()):
-        raise ConfigError("method", "qlora", f"a model with linear layers to quantize ({cfg.model.name} has none "
-                          "left after model.head_modules)")
+    if four_bit(cfg) and not any(type(m).__name__ == "Linear4bit" for m in model.modules()):
+        raise ConfigError("method", cfg.method.name, f"a model with linear layers to quantize ({cfg.model.name} has "
+                          "none left after model.head_modules)")
     targets = check_targets(model, cfg)
-    if cfg.method.name == "qlora":
+    config = peft_config(cfg, targets)
+    if four_bit(cfg):
         for module in model.modules():
             if hasattr(module, "support_avx512bf16_for_cpu"):
                 # bitsandbytes repacks a 4-bit weight in place on its first no-grad CPU forward and then
@@ -80,30 +144,34 @@ def apply_method(model, cfg: DictConfig, device: str):
         model = prepare_model_for_kbit_training(
             model, use_gradient_checkpointing=cfg.trainer.gradient_checkpointing,
             gradient_checkpointing_kwargs={"use_reentrant": False})
-    lora = LoraConfig(
-        r=cfg.rank,
-        lora_alpha=cfg.method.alpha,
-        lora_dropout=cfg.method.dropout,
-        target_modules=targets,
-        bias=str(cfg.method.bias),
-        task_type="SEQ_CLS" if cfg.model.task == "cls" else "CAUSAL_LM",
-        modules_to_save=list(cfg.model.head_modules) or None,
-        use_rslora=cfg.method.scaling == "rslora",
-        use_dora=cfg.method.use_dora,
-    )
-    return get_peft_model(model, lora)
+    try:
+        return get_peft_model(model, config)
+    except ValueError as err:
+        # peft's refusals of a config for this model (no default targets for its architecture, a
+        # target type the adapter has no layer for): the user's choice, said as one.
+        raise ConfigError("method.targets", OmegaConf.select(cfg, "method.targets"),
+                          f"targets method={cfg.method.name} can wrap in {cfg.model.name} (peft: {err})") from None
+
+
+def head_parameters(model) -> set[int]:
+    """ids of the task heads' parameters (peft's ModulesToSaveWrapper: the original and its trained copy)."""
+    return {id(p) for module in model.modules() if isinstance(module, ModulesToSaveWrapper)
+            for p in module.parameters()}
 
 
 def count_params(model) -> dict[str, int]:
     """Trainable and total parameters as peft counts them (4-bit weights at their logical size), and
-    the adapter's own: LoRA's A and B (and DoRA's magnitudes), without the task heads that train in
-    full beside them (for a small model the heads can outnumber the adapter many times)."""
-    if hasattr(model, "get_nb_trainable_parameters"):
-        trainable, total = model.get_nb_trainable_parameters()
-    else:
+    the adapter's own: every trainable parameter but the task heads that train in full beside it
+    (for a small model the heads can outnumber the adapter many times), whatever the adapter names
+    its parameters (lora_A, vera_lambda_b, hada_w1, oft_R, prompt embeddings, ...). Full fine-tuning
+    has no adapter: 0."""
+    if not hasattr(model, "get_nb_trainable_parameters"):
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         total = sum(p.numel() for p in model.parameters())
-    adapter = sum(p.numel() for name, p in model.named_parameters() if p.requires_grad and "lora_" in name)
+        return {"trainable": int(trainable), "total": int(total), "adapter": 0}
+    trainable, total = model.get_nb_trainable_parameters()
+    heads = head_parameters(model)
+    adapter = sum(p.numel() for p in model.parameters() if p.requires_grad and id(p) not in heads)
     return {"trainable": int(trainable), "total": int(total), "adapter": int(adapter)}
 
 

@@ -38,6 +38,8 @@ NON_SEMANTIC_TRAINER_KEYS = ("logging_steps", "eval_steps", "save_steps", "threa
 # The max_steps every run with trainer.epochs is hashed with: conf/trainer/default.yaml's value when
 # epoch runs still hashed the max_steps they ignored (tests/golden_run_ids.json holds one such id).
 EPOCH_RUNS_HASHED_MAX_STEPS = 100
+# Method keys that describe a method rather than set it: never in the run id.
+DESCRIPTIVE_METHOD_KEYS = ("label", "allows_4bit")
 # Key names that hold credentials (api_key, hub_token, secret, ...), but not model fields such as
 # num_key_value_heads or bos_token_id.
 SECRET_KEY = re.compile(r"(^|_)(api_?key|key|token|secret|password|passwd|credentials?)$", re.IGNORECASE)
@@ -51,9 +53,14 @@ def semantic_config(cfg: DictConfig) -> dict:
         # hashed as the default those runs were recorded with before, so that their ids hold.
         trainer["max_steps"] = EPOCH_RUNS_HASHED_MAX_STEPS
     method = OmegaConf.to_container(cfg.method, resolve=True)
+    # What a method is called in tables, and whether it could sit on a 4-bit base, change nothing it learns.
+    for key in DESCRIPTIVE_METHOD_KEYS:
+        method.pop(key, None)
     # Keys added after records existed enter the hash only when set away from what runs did before
-    # them, so those runs keep their ids (and a rerun still finds their records).
-    for key, before in (("scaling", "alpha_2r"), ("use_dora", False)):
+    # them, so those runs keep their ids (and a rerun still finds their records): full fine-tuning and
+    # LoRA were a method without a peft type and LoRA with `rank` as r and no further peft options.
+    for key, before in (("scaling", "alpha_2r"), ("use_dora", False), ("peft_type", "LORA"), ("capacity", "r"),
+                        ("peft", {})):
         if method.get(key) in (before, None):
             method.pop(key, None)
     out = {
