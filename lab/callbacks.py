@@ -93,3 +93,18 @@ class SpaceGuard(TrainerCallback):
                     for t in s.values() if torch.is_tensor(t))
         trainable = sum(p.numel() * 4 for p in model.parameters() if p.requires_grad)
         return weights + max(state, 2 * trainable)  # AdamW's two fp32 moments, before its first step too
+
+
+class AdaLoraBudget(TrainerCallback):
+    """AdaLoRA's rank budget schedule through peft's own `update_and_allocate`, which scores each
+    singular value's importance from its gradient: so it runs after the optimizer step and before the
+    Trainer zeroes the gradients (on_optimizer_step), with the step count from before its increment,
+    as peft's AdaLoRA example calls it."""
+
+    def __init__(self, model):
+        self.model = model
+        self.calls = 0
+
+    def on_optimizer_step(self, args, state, control, **kwargs):
+        self.model.base_model.update_and_allocate(state.global_step)
+        self.calls += 1

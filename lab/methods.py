@@ -70,7 +70,8 @@ def check_targets(model: torch.nn.Module, cfg: DictConfig) -> list[str] | None:
         if not matched:
             raise ConfigError("method.targets", target, f"module names of {cfg.model.name}'s {kind} layers: "
                               + ", ".join(suffixes))
-        if cfg.method.capacity == "r" and not norms:
+        # A LoRA update of rank r cannot exceed the matrix's smaller side (VeRA's shared r can).
+        if cfg.method.peft_type in ("LORA", "ADALORA") and cfg.rank is not None:
             smallest = min(min(m.in_features, m.out_features) for m in matched)
             if cfg.rank > smallest:
                 raise ConfigError("rank", cfg.rank, f"at most {smallest}, the smaller side of the '{target}' matrices")

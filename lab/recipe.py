@@ -30,7 +30,7 @@ from transformers.trainer_utils import get_last_checkpoint
 from transformers.utils import logging as hf_logging
 
 from lab import distributed, evaluation, health, methods, models
-from lab.callbacks import DivergenceGuard, Diverged, SpaceGuard, StepTimer
+from lab.callbacks import AdaLoraBudget, DivergenceGuard, Diverged, SpaceGuard, StepTimer
 from lab.config import hydra_mode
 from lab.data import load_task_data
 from lab.data.encode import collator, tokenize
@@ -125,7 +125,7 @@ class FineTune:
         self.collate = collator(self.tokenizer, self.data.task)
 
     def setup_model(self) -> None:
-        """The base (4-bit for QLoRA) with the method applied; the peak-memory baseline is taken first."""
+        """The base (4-bit with base=4bit, as QLoRA's) with the method applied; the peak-memory baseline is taken first."""
         cfg = self.cfg
         set_seed(cfg.seed)
         self.peak = PeakMemory(self.device)
@@ -135,7 +135,7 @@ class FineTune:
         self.model = self.load_base(methods.quantization_config(cfg, self.device, list(cfg.model.head_modules)))
         self.model = methods.apply_method(self.model, cfg, self.device)
         self.params = methods.count_params(self.model)
-        self.frozen_before = frozen_digest(self.model) if cfg.method.name != "full" else None
+        self.frozen_before = frozen_digest(self.model) if cfg.method.peft_type is not None else None
 
     def load_base(self, quantization=None):
         num_labels = len(self.data.label_names) if self.data.label_names else None
@@ -153,11 +153,13 @@ class FineTune:
         self.timer, self.probe = StepTimer(self.device), LedgerProbe()
         scores = evaluation.training_metrics(len(self.data.label_names)) \
             if self.cfg.trainer.eval_steps and self.data.task == "cls" else None
+        # A method whose adapter changes shape during training (AdaLoRA's rank budget) is driven by peft.
+        method_callbacks = [AdaLoraBudget(self.model)] if self.cfg.method.peft_type == "ADALORA" else []
         self.trainer = Trainer(model=self.model, args=self.args, train_dataset=self.tokenized["train"],
                                eval_dataset=self.tokenized["validation"], data_collator=self.collate,
                                compute_metrics=scores,
                                callbacks=[DivergenceGuard(), SpaceGuard(), self.probe, self.timer,
-                                          *extra_callbacks])
+                                          *method_callbacks, *extra_callbacks])
         self.trainer.remove_callback(PrinterCallback)  # the record and the summary carry the numbers
         return self.trainer
 
@@ -289,6 +291,9 @@ class FineTune:
             self.notes.append("checks skipped under FSDP: each process holds only its shard of the base and adapters")
             return checks
         checks["frozen_base_unchanged"] = frozen_digest(self.model) == self.frozen_before
+        if self.model.active_peft_config.is_prompt_learning:
+            self.notes.append("merge check not run: a prompt-learning adapter's virtual tokens have no weights to merge")
+            return checks
         checks["merge_max_abs_logit_diff"] = evaluation.merge_gap(self.model, self.load_base, self.tokenized["test"],
                                                                   self.collate, self.device)
         return checks
@@ -329,7 +334,7 @@ class FineTune:
     def adapter_bytes(self) -> int | None:
         """Bytes of the adapter as peft saves it (safetensors and its config); None for full fine-tuning,
         whose artifact is the whole model (the `weights` bytes)."""
-        if self.cfg.method.name == "full" or not self.launched.is_main or self.ran["ran"] == "FSDP":
+        if self.cfg.method.peft_type is None or not self.launched.is_main or self.ran["ran"] == "FSDP":
             return None
         with tempfile.TemporaryDirectory(prefix="lab-adapter-") as folder:
             self.model.save_pretrained(folder)

@@ -423,14 +423,38 @@ FAMILIES = {"llama": "llama", "mistral": "llama", "qwen2": "llama",
             "bert": "bert", "roberta": "bert", "xlm-roberta": "bert"}
 
 
+# LoraConfig options that change what a LoRA layer's forward saves nowhere: the formula below still holds
+# (rank and alpha patterns are read from the built modules, initialisations only set starting values).
+FORWARD_NEUTRAL_LORA_OPTIONS = {"init_lora_weights", "rank_pattern", "alpha_pattern", "layers_to_transform",
+                                "layers_pattern", "exclude_modules"}
+
+
+def method_gap(method) -> str | None:
+    """Why the formula does not cover this method, or None: it is written out for full fine-tuning and for
+    LoRA's adapter path (A, B, dropout) only. Any other adapter (VeRA, IA3, LoHa, OFT, prompt tuning, ...)
+    is declined by name rather than estimated as if it saved nothing."""
+    peft_type = method.get("peft_type")
+    if peft_type not in (None, "LORA"):
+        return (f"no activation formula for method {method.name} (peft {peft_type}): only full fine-tuning's and "
+                "LoRA's saved tensors are written out (lab.memory.activations); its ledger measures them")
+    if method.get("use_dora"):
+        return "no activation formula for DoRA (its weight-norm path saves more than LoRA's)"
+    unknown = sorted(set(method.get("peft") or {}) - FORWARD_NEUTRAL_LORA_OPTIONS)
+    if peft_type == "LORA" and unknown:
+        return (f"no activation formula for method {method.name}: LoraConfig options {', '.join(unknown)} may change "
+                "what its layers save")
+    return None
+
+
 def estimate_saved(plan, batch: int, seq_len: int, padded: bool = False, token_types: bool = False) -> dict:
     """Bytes saved for backward at the end of one training step's forward, by part.
 
     padded: some rows of the batch are padding (attention masks are built and saved);
     token_types: the batch carries token_type_ids (BERT tokenizers give them).
     """
-    if plan.cfg.method.use_dora:
-        raise NotImplementedError("no activation formula for DoRA (its weight-norm path saves more than LoRA's)")
+    gap = method_gap(plan.cfg.method)
+    if gap:
+        raise NotImplementedError(gap)
     model_type = plan.base.config.model_type
     family = FAMILIES.get(model_type)
     if family is None:

@@ -44,7 +44,7 @@ from transformers.utils import logging as hf_logging
 
 from lab import methods
 from lab.config import compose
-from lab.decisions import autocast_dtype, choose_optimizer, compute_dtype
+from lab.decisions import autocast_dtype, choose_optimizer, compute_dtype, four_bit
 from lab.memory.activations import estimate_saved
 from lab.memory.measure import quant_constant_bytes
 from lab.models import checkpoint_path
@@ -221,7 +221,7 @@ class Plan:
         self.dtype = weights_dtype or compute_dtype(cfg, device)
         self.autocast = autocast_dtype(cfg, device)
         base = meta_base(cfg, self.dtype, self.num_labels)
-        self.logical = quantize_on_meta(base, cfg, self.dtype) if cfg.method.name == "qlora" else {}
+        self.logical = quantize_on_meta(base, cfg, self.dtype) if four_bit(cfg) else {}
         # Under the meta device peft creates the adapters without storage too (not on the CPU first).
         with quiet_transformers(), torch.device("meta"), _dora_sizes_from_meta_4bit(self.dtype):
             self.model = methods.apply_method(base, cfg, device)
@@ -238,7 +238,7 @@ class Plan:
     def weight_bytes(self) -> dict[str, int]:
         """Keyed like `lab.memory.measure.weight_bytes`: `<trainable|frozen>_<storage>`."""
         out: dict[str, int] = {}
-        double = bool(self.cfg.method.name == "qlora" and self.cfg.method.quant.double_quant)
+        double = bool(four_bit(self.cfg) and self.cfg.method.quant.double_quant)
         for param in self.model.parameters():
             role = "trainable" if param.requires_grad else "frozen"
             if id(param) in self.logical:

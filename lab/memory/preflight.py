@@ -73,10 +73,10 @@ def _what_would_fit(cfg: DictConfig, device: str, peak: dict, free: int, seq_len
         ways.append(f"trainer.batch_size={batch}")
     if peak["activations"] and not cfg.trainer.gradient_checkpointing:
         ways.append("trainer.gradient_checkpointing=true (fewer saved activations)")
-    if cfg.method.name in ("lora", "dora"):
-        qlora = _estimate(as_method(cfg, "qlora"), device, cfg.trainer.batch_size, seq_len)
-        ways.append(f"method=qlora (4-bit base: {qlora['peak'] / GIB:.1f} GiB)")
-    elif cfg.method.name == "full":
+    if cfg.method.allows_4bit and cfg.method.quant is None:
+        on_4bit = _estimate(on_4bit_base(cfg), device, cfg.trainer.batch_size, seq_len)
+        ways.append(f"base=4bit (a 4-bit NF4 base: {on_4bit['peak'] / GIB:.1f} GiB)")
+    elif cfg.method.peft_type is None:
         ways.append("method=lora or method=qlora (a frozen base: no gradients or optimizer state for it)")
     return (f"a run that fits: estimated peak {peak['peak'] / GIB:.1f} GiB on {device} (weights, gradients and "
             f"optimizer state {peak['fixed'] / GIB:.1f} GiB, activations of batch {cfg.trainer.batch_size} x "
@@ -85,8 +85,8 @@ def _what_would_fit(cfg: DictConfig, device: str, peak: dict, free: int, seq_len
             + ", or ".join(ways or ["a smaller model"]) + " (memory_check=false skips this check)")
 
 
-def as_method(cfg: DictConfig, name: str) -> DictConfig:
-    """The same run with conf/method/<name>.yaml's method settings merged over its own (the adapter's
-    rank and targets kept): what that method would need, composed from its config file."""
-    node = OmegaConf.load(os.path.join(CONF_DIR, "method", f"{name}.yaml"))
-    return OmegaConf.merge(cfg, {"method": node.method})
+def on_4bit_base(cfg: DictConfig) -> DictConfig:
+    """The same run on the 4-bit base, composed from its config file (conf/base/4bit.yaml, what
+    base=4bit adds); the optimizer back to auto, which pages on a 4-bit base."""
+    node = OmegaConf.load(os.path.join(CONF_DIR, "base", "4bit.yaml"))
+    return OmegaConf.merge(cfg, {"method": {**OmegaConf.to_container(node.method), "optimizer": "auto"}})
