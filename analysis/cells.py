@@ -8,6 +8,7 @@ the choice sits on one) and the runs at it; collapsed runs are listed, never ave
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass, field
 
@@ -18,11 +19,30 @@ from analysis.collect import CELL, hashable, split_keys
 from lab import selection
 from lab.rows import file_sha256, read_rows
 
-# A method's place in every table and figure, and its colour (one per method, in every figure).
+# The place in every table and figure of the methods the suite's first tables were drawn with, and
+# their colours; any other method (its label comes from its method file, through the record) follows
+# them by name, in a colour of its own from one fixed palette (method_colour).
 METHOD_ORDER = ("full", "lora", "qlora", "dora", "qlora+dora")
-METHOD_LABELS = {"full": "Full FT", "lora": "LoRA", "qlora": "QLoRA", "dora": "DoRA", "qlora+dora": "QLoRA+DoRA"}
 METHOD_COLOURS = {"full": "#222222", "lora": "#1f77b4", "qlora": "#ff7f0e", "dora": "#2ca02c",
                   "qlora+dora": "#d62728"}
+OTHER_COLOURS = ("#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf", "#aec7e8", "#ffbb78",
+                 "#98df8a", "#ff9896", "#c5b0d5", "#c49c94", "#f7b6d2", "#dbdb8d", "#9edae5")
+
+
+def method_colour(method: str) -> str:
+    """A method's colour, the same in every figure of every report (a stable hash of its name)."""
+    if method in METHOD_COLOURS:
+        return METHOD_COLOURS[method]
+    return OTHER_COLOURS[int(hashlib.sha256(method.encode()).hexdigest(), 16) % len(OTHER_COLOURS)]
+
+
+def method_order(method: str) -> tuple:
+    return (METHOD_ORDER.index(method), "") if method in METHOD_ORDER else (len(METHOD_ORDER), method)
+
+
+def method_labels(cells: list["Cell"]) -> dict[str, str]:
+    """method -> its label (what its method file says, as the records carry it)."""
+    return {cell.method: cell.method_label for cell in cells}
 
 
 @dataclass
@@ -86,9 +106,14 @@ class Cell:
         return self.estimate().text()
 
     @property
+    def method_label(self) -> str:
+        labels = self.runs["method_label"].dropna() if "method_label" in self.runs else ()
+        return str(labels.iloc[0]) if len(labels) else self.method
+
+    @property
     def label(self) -> str:
         rank = "" if pd.isna(self.rank) else f" r={int(self.rank)}"
-        return f"{METHOD_LABELS.get(self.method, self.method)}{rank}"
+        return f"{self.method_label}{rank}"
 
 
 def scaled(value: float, metric: str) -> float:
@@ -154,8 +179,7 @@ def build(runs: pd.DataFrame, metric: str) -> list[Cell]:
     keys = cell_keys(ok)
     grouped = ok.assign(**{f"_{k}": ok[k].map(hashable) for k in keys}).groupby([f"_{k}" for k in keys], dropna=False)
     cells = [_cell(dict(zip(keys, values)), group, metric) for values, group in grouped]
-    return sorted(cells, key=lambda c: (METHOD_ORDER.index(c.method) if c.method in METHOD_ORDER else 99,
-                                        -1 if pd.isna(c.rank) else c.rank))
+    return sorted(cells, key=lambda c: (method_order(c.method), -1 if pd.isna(c.rank) else c.rank))
 
 
 def _cell(key: dict, group: pd.DataFrame, metric: str) -> Cell:

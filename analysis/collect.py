@@ -14,12 +14,16 @@ its path and what is wrong (partial: killed or still running; corrupt; not a rec
 from __future__ import annotations
 
 import argparse
+import functools
+import os
 from dataclasses import dataclass, field
 
 import pandas as pd
+from omegaconf import OmegaConf
 
 from lab import record as record_io
-from lab.record import STATUSES, record_from_summary
+from lab.paths import CONF_DIR
+from lab.record import METHOD_KEYS_BEFORE, STATUSES, record_from_summary
 
 # Keys that identify a run's setting besides method, rank and seed. A table cell averages over
 # seeds only, so any of these that differs inside one (model, dataset, method, rank) cell splits
@@ -31,14 +35,14 @@ SHARED_SETTING_KEYS = [
     "config.dataset.sizes.train", "config.dataset.sizes.validation", "config.dataset.sizes.test",
     "config.dataset.data_seed", "provenance.device",
 ]
-METHOD_SETTING_KEYS = [
-    "targets", "config.method.learning_rate", "config.method.scaling", "config.method.use_dora",
-    "config.method.alpha", "config.method.dropout",
-    "config.method.bias", "config.method.optimizer", "config.method.quant.type",
-    "config.method.quant.double_quant", "config.method.quant.compute_dtype",
-]
+# Method keys that describe a method (its table label, whether it takes a 4-bit base) or name it:
+# every other key of a record's `method` section (its peft type, capacity, peft options, LoRA's
+# scaling, the 4-bit quantization, ...) is a setting, whatever the method file holds (method_setting_keys).
+DESCRIPTIVE_METHOD_COLUMNS = ("config.method.name", "config.method.label", "config.method.allows_4bit",
+                              "config.method.targets")
 CELL = ["model", "dataset", "method", "rank"]
 QLORA_DORA = "qlora+dora"  # the `method` of a qlora record with method.use_dora
+ON_4BIT = "+4bit"  # appended to the `method` of any other adapter's record on a 4-bit base (base=4bit)
 
 
 @dataclass
@@ -111,9 +115,13 @@ def to_frame(records: list[dict]) -> pd.DataFrame:
     df = pd.json_normalize(records, sep=".")
     for column in ("rank", "seed"):
         df[column] = pd.to_numeric(df[column], errors="coerce").astype("Int64")
+    df["method_label"] = [method_label(r) for r in records]
     if "config.method.use_dora" in df:
         # DoRA on the 4-bit base is its own row in every table, as DoRA (method=dora) is.
         df.loc[(df["method"] == "qlora") & df["config.method.use_dora"].eq(True), "method"] = QLORA_DORA
+    on_4bit = pd.Series([_on_4bit(r) and r.get("method") != "qlora" for r in records], index=df.index)
+    # Any other method on a 4-bit base is its own row too: the same file's adapter, another base.
+    df.loc[on_4bit, "method"] = df.loc[on_4bit, "method"] + ON_4BIT
     df["targets"] = [_targets(r) for r in records]
     # CUDA reports allocated bytes above the baseline, the CPU the resident set above it.
     peak = pd.Series(float("nan"), index=df.index)
@@ -129,6 +137,40 @@ def to_frame(records: list[dict]) -> pd.DataFrame:
     df["health"] = df["health"].fillna("unknown") if "health" in df else "unknown"
     df["learned"] = (df["status"] == "ok") & (df["health"] != "collapsed")
     return df
+
+
+def _method_section(record: dict) -> dict:
+    return ((record.get("config") or {}).get("method") or {})
+
+
+def _on_4bit(record: dict) -> bool:
+    return _method_section(record).get("quant") is not None
+
+
+def method_label(record: dict) -> str:
+    """The method's name in tables: the label its method file gave the record (config.method.label);
+    for a record written before labels existed, its shipped method file's; else its name. DoRA and a
+    4-bit base under another method's name say so."""
+    section, name = _method_section(record), str(record.get("method"))
+    label = section.get("label") or shipped_label(name) or name
+    if name == "qlora" and section.get("use_dora"):
+        return f"{label}+DoRA"
+    return f"{label} (4-bit base)" if _on_4bit(record) and name != "qlora" else label
+
+
+@functools.cache
+def shipped_label(name: str) -> str | None:
+    path = os.path.join(CONF_DIR, "method", f"{name}.yaml")
+    if not os.path.isfile(path):
+        return None
+    return OmegaConf.select(OmegaConf.load(path), "method.label", default=None)
+
+
+def method_setting_keys(df: pd.DataFrame) -> list[str]:
+    """The record's method keys that set what a run does: read from the records themselves (what their
+    method files hold), not from a list of the methods this suite ships."""
+    return ["targets"] + sorted(c for c in df.columns
+                                if c.startswith("config.method.") and c not in DESCRIPTIVE_METHOD_COLUMNS)
 
 
 def _targets(record: dict) -> str | None:
@@ -170,9 +212,13 @@ def split_keys(df: pd.DataFrame) -> list[str]:
     """Setting keys that take more than one value inside some (model, dataset, method, rank) cell:
     they must be part of the cell, or the cell would average different settings together."""
     keys = []
-    for key in SHARED_SETTING_KEYS + METHOD_SETTING_KEYS:
+    for key in SHARED_SETTING_KEYS + method_setting_keys(df):
         if key in df and len(df):
             values = df[key].map(hashable)
+            before = METHOD_KEYS_BEFORE.get(key.removeprefix("config.method."))
+            if key.startswith("config.method.") and before is not None:
+                # A record from before the key existed ran with its earlier value: the same setting.
+                values = values.replace("None", hashable(before))
             if values.groupby([df[c].astype(str) for c in CELL]).nunique(dropna=False).max() > 1:
                 keys.append(key)
     return keys
@@ -180,7 +226,9 @@ def split_keys(df: pd.DataFrame) -> list[str]:
 
 def hashable(value):
     if isinstance(value, list):
-        return tuple(value)
+        return tuple(hashable(v) for v in value)
+    if isinstance(value, dict):
+        return tuple(sorted((k, hashable(v)) for k, v in value.items()))
     return "None" if value is None or (isinstance(value, float) and pd.isna(value)) else value
 
 

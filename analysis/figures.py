@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.ticker import FixedLocator, NullLocator  # noqa: E402
 
-from analysis.cells import METHOD_COLOURS, METHOD_LABELS, Cell  # noqa: E402
+from analysis.cells import Cell, method_colour, method_labels  # noqa: E402
 
 
 def save(fig, folder: str, name: str) -> str:
@@ -45,9 +45,9 @@ def rank_plot(cells: list[Cell], metric_label: str, chance: float | None, folder
     full = next((c for c in cells if c.method == "full" and c.scores()), None)
     if full is not None:
         est = full.estimate()
-        ax.axhline(est.value, color=METHOD_COLOURS["full"], label=f"{METHOD_LABELS['full']} (mean, 95% t band)")
+        ax.axhline(est.value, color=method_colour("full"), label=f"{full.method_label} (mean, 95% t band)")
         if not math.isnan(est.low):
-            ax.axhspan(est.low, est.high, color=METHOD_COLOURS["full"], alpha=0.12)
+            ax.axhspan(est.low, est.high, color=method_colour("full"), alpha=0.12)
     if chance is not None:
         ax.axhline(chance, color="grey", linestyle=":", label=f"chance: majority class share ({chance:.1f})")
     _rank_axis(ax, sorted({int(c.rank) for c in adapters}))
@@ -60,13 +60,13 @@ def rank_plot(cells: list[Cell], metric_label: str, chance: float | None, folder
 def _method_line(ax, cells: list[Cell], method: str) -> None:
     if not cells:
         return
-    colour, ranks = METHOD_COLOURS.get(method, "grey"), [c.rank for c in cells]
+    colour, ranks = method_colour(method), [c.rank for c in cells]
     estimates = [c.estimate() for c in cells]
     means = [e.value for e in estimates]
     lows = [e.value - e.low if not math.isnan(e.low) else 0 for e in estimates]
     highs = [e.high - e.value if not math.isnan(e.high) else 0 for e in estimates]
     ax.errorbar(ranks, means, yerr=[lows, highs], color=colour, marker="o", capsize=3,
-                label=f"{METHOD_LABELS.get(method, method)} (mean, 95% t interval)")
+                label=f"{cells[0].method_label} (mean, 95% t interval)")
     for cell in cells:
         ax.scatter([cell.rank] * len(cell.scores()), list(cell.scores().values()), color=colour, s=9, alpha=0.5)
 
@@ -80,8 +80,8 @@ def _collapsed_points(ax, cells: list[Cell], method: str, x_of) -> None:
         xs += [x_of(cell)] * len(collapsed)
         ys += [v * 100 if "accuracy" in column or "f1" in column else v for v in collapsed.get(column, [])]
     if xs:
-        ax.scatter(xs, ys, facecolors="none", edgecolors=METHOD_COLOURS.get(method, "grey"), s=40,
-                   label=f"{METHOD_LABELS.get(method, method)}: collapsed run (any lr)")
+        ax.scatter(xs, ys, facecolors="none", edgecolors=method_colour(method), s=40,
+                   label=f"{method_labels(cells).get(method, method)}: collapsed run (any lr)")
 
 
 def curves_plot(cells: list[Cell], floor: float | None, folder: str) -> str | None:
@@ -111,7 +111,7 @@ def _has_points(curve) -> bool:
 
 def _cell_curves(ax, cell: Cell, floor: float | None) -> None:
     ax.set_visible(True)
-    colour = METHOD_COLOURS.get(cell.method, "grey")
+    colour = method_colour(cell.method)
     chosen = set(cell.chosen_runs["run_id"])
     for _, run in cell.runs.iterrows():
         points = [p for p in run["curve"] if "loss" in p] if _has_points(run.get("curve")) else []
@@ -136,8 +136,8 @@ def pareto_plot(points: pd.DataFrame, metric_label: str, costs: list[tuple[str, 
     fig, axes = plt.subplots(1, len(costs), figsize=(6 * len(costs), 4.5), squeeze=False)
     for ax, (cost, label, scale) in zip(axes[0], costs):
         for method, group in points.groupby("method", sort=False):
-            ax.scatter(group[cost], group["mean"], color=METHOD_COLOURS.get(method, "grey"),
-                       label=METHOD_LABELS.get(method, method))
+            ax.scatter(group[cost], group["mean"], color=method_colour(method),
+                       label=group["method_label"].iloc[0] if "method_label" in group else method)
             for _, row in group.iterrows():
                 ax.annotate(row["label"], (row[cost], row["mean"]), fontsize=7, xytext=(3, 3),
                             textcoords="offset points")

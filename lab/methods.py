@@ -4,6 +4,7 @@ as data, on a full-precision or a bitsandbytes 4-bit base (QLoRA is LoRA on the 
 from __future__ import annotations
 
 import copy
+import math
 import re
 
 import torch
@@ -82,7 +83,7 @@ def check_targets(model: torch.nn.Module, cfg: DictConfig) -> list[str] | None:
 LORA_KEYS = {"alpha": "lora_alpha", "dropout": "lora_dropout", "bias": "bias", "use_dora": "use_dora"}
 
 
-def peft_config_dict(cfg: DictConfig, targets: list[str] | None) -> dict:
+def peft_config_dict(cfg: DictConfig, targets: list[str] | None, total_steps: int | None = None) -> dict:
     """The method file's peft config as peft's `get_peft_config` takes it: its `peft` options, the rank
     at its capacity key, the targets, the task type and the heads that train beside the adapter."""
     method = cfg.method
@@ -99,13 +100,30 @@ def peft_config_dict(cfg: DictConfig, targets: list[str] | None) -> dict:
         out.update({peft_key: (str(method[key]) if key == "bias" else method[key]) for key, peft_key in LORA_KEYS.items()})
         out["use_rslora"] = method.scaling == "rslora"
     if method.peft_type == "ADALORA" and "total_step" not in out:
-        out["total_step"] = cfg.trainer.max_steps
+        out["total_step"] = total_steps or adalora_steps_unknown(cfg, out)
     return out
 
 
-def peft_config(cfg: DictConfig, targets: list[str] | None):
+def adalora_steps_unknown(cfg: DictConfig, options: dict) -> int:
+    """AdaLoRA's schedule is in steps: trainer.max_steps, or (a run by epochs, before its data is read:
+    the estimator) the shortest schedule peft accepts, which shapes nothing that is counted."""
+    if cfg.trainer.max_steps > 0:
+        return int(cfg.trainer.max_steps)
+    return int(options.get("tinit", 0)) + int(options.get("tfinal", 0)) + 1
+
+
+def training_steps(cfg: DictConfig, train_rows: int, world_size: int = 1) -> int:
+    """The optimizer steps the Trainer will take: max_steps, or epochs x batches per epoch as
+    transformers counts them (ceil of the product)."""
+    if cfg.trainer.epochs is None:
+        return int(cfg.trainer.max_steps)
+    per_epoch = math.ceil(train_rows / (cfg.trainer.batch_size * world_size))
+    return math.ceil(cfg.trainer.epochs * per_epoch)
+
+
+def peft_config(cfg: DictConfig, targets: list[str] | None, total_steps: int | None = None):
     """peft's own config object for the method, or a ConfigError naming what peft refused."""
-    data = peft_config_dict(cfg, targets)
+    data = peft_config_dict(cfg, targets, total_steps)
     if data["peft_type"] not in PEFT_TYPE_TO_CONFIG_MAPPING:
         raise ConfigError("method.peft_type", data["peft_type"],
                           "a peft 0.22 PeftType: " + ", ".join(sorted(str(t.value) for t in PEFT_TYPE_TO_CONFIG_MAPPING)))
@@ -124,9 +142,9 @@ def method_name(cfg: DictConfig) -> str:
     return str(cfg.method.name)
 
 
-def apply_method(model, cfg: DictConfig, device: str):
+def apply_method(model, cfg: DictConfig, device: str, total_steps: int | None = None):
     """Return the model ready to train: every weight (no peft_type), or the method's peft adapter on a
-    frozen (4-bit, with base=4bit) base."""
+    frozen (4-bit, with base=4bit) base. total_steps: the run's optimizer steps (AdaLoRA's schedule)."""
     if cfg.method.peft_type is None:
         for param in model.parameters():
             param.requires_grad_(True)
@@ -135,7 +153,7 @@ def apply_method(model, cfg: DictConfig, device: str):
         raise ConfigError("method", cfg.method.name, f"a model with linear layers to quantize ({cfg.model.name} has "
                           "none left after model.head_modules)")
     targets = check_targets(model, cfg)
-    config = peft_config(cfg, targets)
+    config = peft_config(cfg, targets, total_steps)
     if four_bit(cfg):
         for module in model.modules():
             if hasattr(module, "support_avx512bf16_for_cpu"):

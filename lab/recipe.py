@@ -133,7 +133,8 @@ class FineTune:
         for note in self.notes:
             log.warning(note)
         self.model = self.load_base(methods.quantization_config(cfg, self.device, list(cfg.model.head_modules)))
-        self.model = methods.apply_method(self.model, cfg, self.device)
+        steps = methods.training_steps(cfg, len(self.tokenized["train"]), self.launched.world_size)
+        self.model = methods.apply_method(self.model, cfg, self.device, total_steps=steps)
         self.params = methods.count_params(self.model)
         self.frozen_before = frozen_digest(self.model) if cfg.method.peft_type is not None else None
 

@@ -40,6 +40,9 @@ NON_SEMANTIC_TRAINER_KEYS = ("logging_steps", "eval_steps", "save_steps", "threa
 EPOCH_RUNS_HASHED_MAX_STEPS = 100
 # Method keys that describe a method rather than set it: never in the run id.
 DESCRIPTIVE_METHOD_KEYS = ("label", "allows_4bit")
+# Method keys added after records existed, and the value every run before them had (or None): at that
+# value they stay out of the run id (semantic_config), and analysis reads a record without them so.
+METHOD_KEYS_BEFORE = {"scaling": "alpha_2r", "use_dora": False, "peft_type": "LORA", "capacity": "r", "peft": {}}
 # Key names that hold credentials (api_key, hub_token, secret, ...), but not model fields such as
 # num_key_value_heads or bos_token_id.
 SECRET_KEY = re.compile(r"(^|_)(api_?key|key|token|secret|password|passwd|credentials?)$", re.IGNORECASE)
@@ -59,8 +62,7 @@ def semantic_config(cfg: DictConfig) -> dict:
     # Keys added after records existed enter the hash only when set away from what runs did before
     # them, so those runs keep their ids (and a rerun still finds their records): full fine-tuning and
     # LoRA were a method without a peft type and LoRA with `rank` as r and no further peft options.
-    for key, before in (("scaling", "alpha_2r"), ("use_dora", False), ("peft_type", "LORA"), ("capacity", "r"),
-                        ("peft", {})):
+    for key, before in METHOD_KEYS_BEFORE.items():
         if method.get(key) in (before, None):
             method.pop(key, None)
     out = {

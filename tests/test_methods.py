@@ -129,3 +129,71 @@ def test_what_peft_refuses_is_a_config_error(overrides, key):
     with pytest.raises(ConfigError) as err:
         _peft_model(cfg)
     assert err.value.key == key
+
+
+FOURIERFT = """\
+# @package _global_
+# FourierFT (Gao et al. 2024): a method this suite does not ship, added by this one file.
+rank: 64
+method:
+  name: fourierft
+  label: FourierFT
+  peft_type: FOURIERFT
+  # `rank` is the number of trained spectral coefficients per target.
+  capacity: n_frequency
+  targets: qv
+  learning_rate: 5e-2
+  peft:
+    scaling: 100.0
+"""
+
+
+def test_one_method_file_outside_the_suite_runs_end_to_end(tmp_path):
+    """A method file in the user's own config folder (hydra.searchpath, docs/methods.md), nothing else:
+    `lab-train` trains it, records it under its name and counts its adapter exactly, and the analysis
+    labels it from the file."""
+    import json
+    import subprocess
+    import sys
+
+    from analysis.cells import build
+    from analysis.collect import collect
+    from conftest import ROOT
+
+    (tmp_path / "conf" / "method").mkdir(parents=True)
+    (tmp_path / "conf" / "method" / "fourierft.yaml").write_text(FOURIERFT)
+    overrides = [f"hydra.searchpath=[file://{tmp_path / 'conf'}]", "method=fourierft", *TINY["tiny-bert"], *SHORT]
+    proc = subprocess.run([sys.executable, "-m", "lab", *overrides, f"paths.results={tmp_path / 'results'}"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    [folder] = list((tmp_path / "results").iterdir())
+    record = json.loads((folder / "result.json").read_text())
+    assert record["status"] == "ok" and record["run_id"].startswith("fourierft-r64-tiny-bert-")
+    peft_model = _peft_model(validate(compose_run(overrides)))
+    assert type(peft_model.peft_config["default"]).__name__ == "FourierFTConfig"
+    assert record["params"]["trainable"] == peft_model.get_nb_trainable_parameters()[0]
+    # 64 coefficients on each of the 2 layers' query and value: the adapter, by its own parameters.
+    assert record["params"]["adapter"] == 64 * 2 * 2
+    [cell] = build(collect(str(tmp_path / "results")).runs, "test_accuracy")
+    assert cell.label == "FourierFT r=64"
+
+
+def test_method_sweep_budgets_are_comparable_to_lora_r8():
+    """sweeps/peft_methods.yaml: each method with a knob at LoRA r=8's adapter size within 7 %, or one
+    the comment names as far smaller by design; counted on the meta device as a run counts them."""
+    from lab.memory.estimate import count_params
+    from test_sweeps import sweep_jobs
+
+    _, jobs = sweep_jobs("peft_methods")
+    shapes = {tuple(sorted(o for o in job if o.startswith(("method=", "rank=", "method.targets=")))) for job in jobs}
+    adapter = {}
+    for shape in shapes:
+        cfg = validate(compose_run(["+sweep=peft_methods", *shape]))
+        adapter[cfg.method.name] = count_params(cfg, 2)["adapter"]
+    assert set(adapter) >= {"full", "lora", "rslora", "pissa", "olora", "dora", "adalora", "ia3", "loha", "lokr",
+                            "vera", "oft", "prompt_tuning", "ln_tuning"}
+    lora = adapter["lora"]
+    for name in ("rslora", "pissa", "olora", "dora", "adalora", "loha", "oft", "prompt_tuning"):
+        assert abs(adapter[name] / lora - 1) <= 0.07, (name, adapter[name], lora)
+    for name in ("vera", "lokr", "ia3", "ln_tuning"):
+        assert 0 < adapter[name] < lora / 4, (name, adapter[name])

@@ -18,7 +18,7 @@ SWEEPS = sorted(p.stem for p in (CONF / "sweep").glob("*.yaml"))
 # Jobs per sweep: the grids the sweep files promise.
 EXPECTED_JOBS = {"quick": 14, "rank_vs_accuracy": 57, "smoke": 4, "method_comparison": 15, "model_size": 27,
                  "lora_glue": 40, "lora_rank_targets": 48, "qlora_llama2_7b": 5, "rank_vs_accuracy_tuned": 99,
-                 "scaling_variants": 189, "bf16_vs_fp32": 6}
+                 "scaling_variants": 189, "bf16_vs_fp32": 6, "peft_methods": 126}
 
 
 def sweep_jobs(name):
@@ -53,7 +53,8 @@ def test_sweep_composes_into_valid_distinct_jobs(name):
         cfg = compose([f"+sweep={name}", *job])  # raises on an invalid job
         # A per-task sweep (method_comparison) carries its task's name, so two tasks never share a folder.
         assert cfg.sweep.name in (name, f"{name}-{cfg.dataset.name}")
-        assert (cfg.rank is None) == (cfg.method.name == "full"), job
+        # A rank exactly where the method file names a capacity knob for it.
+        assert (cfg.rank is None) == (cfg.method.capacity is None), job
 
 
 def test_quick_is_full_once_per_seed_plus_lora_and_qlora_ranks():

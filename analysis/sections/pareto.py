@@ -40,7 +40,7 @@ def points(cells: list[Cell]) -> pd.DataFrame:
             continue
         ledger = ledger_row(cell)
         params = cell.runs["params.total"].dropna().iloc[0] if cell.method == "full" else adapter_params(cell)
-        rows.append({"method": cell.method, "label": cell.label, "lr": cell.lr, "mean": cell.estimate().value,
+        rows.append({"method": cell.method, "method_label": cell.method_label, "label": cell.label, "lr": cell.lr, "mean": cell.estimate().value,
                      "n": len(cell.scores()), "adapter_params": params,
                      "ledger_mb": ledger["Ledger total"] if ledger else None})
     frame = pd.DataFrame(rows)

@@ -7,12 +7,9 @@ import pandas as pd
 
 from analysis import cells as cellmod
 from analysis import figures, stats
-from analysis.cells import METHOD_LABELS, Cell, find
+from analysis.cells import Cell, find, method_labels
 from analysis.document import Section
 from analysis.rules import p_text
-
-ADAPTER_METHODS = ("lora", "qlora", "dora", "qlora+dora")
-
 
 def metric_label(metric: str) -> str:
     name = metric.replace("test_", "Test ").replace("_", " ")
@@ -57,7 +54,9 @@ def seed_sd_text(cell: Cell) -> str:
 
 
 def main_table(cells: list[Cell]) -> pd.DataFrame:
-    methods = [m for m in ADAPTER_METHODS if any(c.method == m for c in cells)]
+    # Every method with a capacity knob, in table order (cells come sorted): a column each.
+    methods = list(dict.fromkeys(c.method for c in cells if c.method != "full" and not pd.isna(c.rank)))
+    labels = method_labels(cells)
     full = find(cells, "full")
     rows = []
     if full is not None:
@@ -69,7 +68,7 @@ def main_table(cells: list[Cell]) -> pd.DataFrame:
         first = next(c for c in here.values() if c is not None)
         params = adapter_params(first)
         row = {"Rank": f"r={rank}", "Adapter params": f"{params:,}" if params is not None else "?"}
-        row.update({METHOD_LABELS[m]: score_text(c) for m, c in here.items()})
+        row.update({labels.get(m, m): score_text(c) for m, c in here.items()})
         if "lora" in here and "qlora" in here:
             row["QLoRA − LoRA"] = paired_text(here["qlora"], here["lora"])
         rows.append(row)
