@@ -135,11 +135,9 @@ def peft_config(cfg: DictConfig, targets: list[str] | None, total_steps: int | N
         raise ConfigError(f"method.peft.{key}", data.get(key), f"an option of peft's "
                           f"{PEFT_TYPE_TO_CONFIG_MAPPING[data['peft_type']].__name__}") from None
     except ValueError as err:
-        raise ConfigError(f"method ({method_name(cfg)})", data["peft_type"], f"options peft accepts: {err}") from None
-
-
-def method_name(cfg: DictConfig) -> str:
-    return str(cfg.method.name)
+        options = OmegaConf.to_container(cfg.method.peft, resolve=True) if cfg.method.peft else {}
+        raise ConfigError("method.peft", options, f"options peft's {PEFT_TYPE_TO_CONFIG_MAPPING[data['peft_type']].__name__} "
+                          f"accepts with rank={cfg.rank} and trainer.max_steps={cfg.trainer.max_steps} (peft: {err})") from None
 
 
 def apply_method(model, cfg: DictConfig, device: str, total_steps: int | None = None):

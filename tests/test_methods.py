@@ -8,6 +8,8 @@ import torch
 from conftest import compose_run
 from lab import methods, models
 from lab.config import ConfigError, validate
+from lab.memory.activations import method_gap
+from lab.memory.compare import ACTIVATION_TOLERANCE, compare
 from lab.train import run
 
 TINY = {"tiny-bert": ["model=tiny-bert", "dataset=synthetic-cls"],
@@ -33,10 +35,6 @@ def _peft_model(cfg):
     return methods.apply_method(model, cfg, "cpu")
 
 
-def _heads(peft_model) -> int:
-    return sum(p.numel() for p in peft_model.parameters() if p.requires_grad) - methods.count_params(peft_model)["adapter"]
-
-
 @pytest.mark.parametrize("method,model,extra", SHIPPED, ids=[f"{m}-{model}" for m, model, _ in SHIPPED])
 def test_shipped_method_trains_and_is_counted_exactly(method, model, extra, tmp_path):
     record = run(compose_run([f"method={method}", *TINY[model], *SHORT, *extra], results=tmp_path))
@@ -55,6 +53,16 @@ def test_shipped_method_trains_and_is_counted_exactly(method, model, extra, tmp_
     if method != "prompt_tuning":
         assert record["checks"]["merge_max_abs_logit_diff"] < 1e-3
     assert record["timing"]["train_steps"] == 6
+    # Accounting: weights, gradients and optimizer state estimated exactly for every method; saved
+    # activations by the formula where it covers the method, else a gap named beside the measured ledger.
+    row = compare(record)
+    assert row["weights+gradients+optimizer error"] == 0
+    gap = method_gap(cfg.method)
+    assert record["memory"]["activations"] > 0
+    if gap is None:
+        assert row["estimate_error"] is None and abs(row["activations error"]) <= ACTIVATION_TOLERANCE
+    else:
+        assert method in row["estimate_error"] or "DoRA" in row["estimate_error"]
 
 
 def test_adapter_counts_do_not_depend_on_names():
@@ -197,3 +205,26 @@ def test_method_sweep_budgets_are_comparable_to_lora_r8():
         assert abs(adapter[name] / lora - 1) <= 0.07, (name, adapter[name], lora)
     for name in ("vera", "lokr", "ia3", "ln_tuning"):
         assert 0 < adapter[name] < lora / 4, (name, adapter[name])
+
+
+@pytest.mark.parametrize("method", ["vera", "ia3", "adalora", "prompt_tuning", "dora"])
+def test_plan_declines_a_method_without_an_activation_formula_by_name(method):
+    """lab-plan says it has no formula for the method, rather than print an estimate without its adapter."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    proc = subprocess.run([sys.executable, "-m", "lab.plan", f"method={method}", "model=tiny-llama"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "no activation formula for" in proc.stderr and (method in proc.stderr or "DoRA" in proc.stderr)
+    assert not proc.stdout.strip()
+
+
+def test_plan_estimates_lora_variants_it_has_a_formula_for():
+    from lab.memory import estimate
+
+    for method in ("lora", "rslora", "pissa", "olora", "qlora"):
+        est = estimate.estimate(validate(compose_run([f"method={method}", *TINY["tiny-llama"]])), "cuda", 2, 16)
+        assert est["activations"] > 0 and est["params"]["adapter"] > 0
