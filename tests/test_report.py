@@ -268,3 +268,30 @@ def test_the_html_report_renders_every_figure_in_a_browser(built, tmp_path):
     subprocess.run([browser, *flags, "--window-size=1200,2400", f"--screenshot={shot}", page.as_uri()],
                    capture_output=True, timeout=120, check=True)
     assert shot.stat().st_size > 10_000
+
+
+def test_cells_are_split_by_what_the_method_files_set_and_labelled_by_them():
+    """No hand list: a method the suite does not know splits on its own peft options, is labelled by its
+    file (through the record), and a LoRA record written before peft_type existed shares the cell of
+    one written after (the same run)."""
+    vera = cell_runs("vera", 256, {1e-2: (0.75, 0.74)}, seeds=2)
+    for r in vera:
+        r["config"]["method"].update(label="VeRA", peft_type="VERA", capacity="r", peft={"d_initial": 0.1})
+    other = cell_runs("vera", 256, {1e-2: (0.70, 0.69)}, seeds=2)
+    for r in other:
+        r["run_id"] += "-d1"
+        r["config"]["method"].update(label="VeRA", peft_type="VERA", capacity="r", peft={"d_initial": 1.0})
+    old, new = cell_runs("lora", 8, {2e-3: (0.78, 0.77)}, seeds=2), cell_runs("lora", 8, {2e-3: (0.78, 0.77)}, seeds=2)
+    for r in new:
+        r["run_id"] += "-new"
+        r["seed"] += 2
+        r["config"]["method"].update(label="LoRA", peft_type="LORA", capacity="r", peft={})
+    four_bit = cell_runs("ia3", 1, {1e-2: (0.7, 0.7)}, seeds=2)
+    for r in four_bit:
+        r["rank"] = None  # IA3 has no capacity knob
+        r["config"]["method"].update(label="IA³", peft_type="IA3", quant={"type": "nf4", "double_quant": True})
+    cells = cellmod.build(frame(vera + other + old + new + four_bit), "test_accuracy")
+    by_label = sorted((c.label, len(c.runs)) for c in cells)
+    assert by_label == [("IA³ (4-bit base)", 2), ("LoRA r=8", 4), ("VeRA r=256", 2), ("VeRA r=256", 2)]
+    assert {c.key.get("config.method.peft.d_initial") for c in cells if c.method == "vera"} == {0.1, 1.0}
+    assert [c.method for c in cells][0] == "lora" and "ia3+4bit" in {c.method for c in cells}

@@ -59,10 +59,24 @@ def adapter_settings(runs: pd.DataFrame) -> str:
     adapters = runs[runs["method"] != "full"]
     if not len(adapters):
         return "– (full fine-tuning only)"
-    scaling = _joined(adapters, "config.method.scaling", "alpha as given")
-    alpha = "alpha = 2r, scale alpha/r = 2" if scaling == "alpha_2r" else f"alpha {_joined(adapters, 'config.method.alpha')}"
-    return (f"targets {_joined(adapters, 'targets')}; scaling {scaling} ({alpha}); "
-            f"dropout {_joined(adapters, 'config.method.dropout')}")
+    # LoRA's own keys describe the LoRA-family runs (records from before peft_type existed are LoRA);
+    # every other adapter is described by what its method file gave peft.
+    peft_type = adapters["config.method.peft_type"].fillna("LORA") if "config.method.peft_type" in adapters \
+        else pd.Series("LORA", index=adapters.index)
+    lora, others = adapters[peft_type == "LORA"], adapters[peft_type != "LORA"]
+    parts = []
+    if len(lora):
+        scaling = _joined(lora, "config.method.scaling", "alpha as given")
+        alpha = "alpha = 2r, scale alpha/r = 2" if scaling == "alpha_2r" else f"alpha {_joined(lora, 'config.method.alpha')}"
+        parts.append(f"targets {_joined(lora, 'targets')}; scaling {scaling} ({alpha}); "
+                     f"dropout {_joined(lora, 'config.method.dropout')}")
+    for method, group in others.groupby("method", sort=False):
+        options = [c for c in group if c.startswith("config.method.peft.") and group[c].notna().any()]
+        setting = ", ".join(f"{c.removeprefix('config.method.peft.')} {_joined(group, c)}" for c in options)
+        parts.append(f"{group['method_label'].iloc[0]}: peft {group['config.method.peft_type'].iloc[0]}, "
+                     f"rank as {_joined(group, 'config.method.capacity', 'no knob')}, targets "
+                     f"{_joined(group, 'targets', 'peft default')}" + (f", {setting}" if setting else ""))
+    return "; ".join(parts)
 
 
 def learning_rates(runs: pd.DataFrame) -> str:
