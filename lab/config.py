@@ -268,13 +268,26 @@ def validate(cfg: DictConfig) -> DictConfig:
     # Rank first: other keys interpolate it (alpha = 2r), and a bad rank must be reported as itself.
     if OmegaConf.select(cfg, "method.capacity", default=None) is not None and "rank" in cfg:
         _positive_int("rank", cfg.rank)
-    merged = _merge_onto_schema(cfg)
+    merged = _merge_onto_schema(_from_before_method_files(cfg))
     for check in (_check_names, _check_method, _check_base, _check_adapter, _check_task, _check_trainer, _check_distributed):
         check(merged)
     _positive_int("seed", merged.seed, minimum=0)
     if merged.seed > MAX_SEED:
         raise ConfigError("seed", merged.seed, f"an integer in [0, {MAX_SEED}] (2**32 - 1)")
     return merged
+
+
+# The methods there were before a method was a file (the Method enum): all three LoRA, rank as r.
+METHODS_BEFORE_FILES = ("lora", "qlora", "dora")
+
+
+def _from_before_method_files(cfg: DictConfig) -> DictConfig:
+    """A config written before methods were files (an older record's) names no peft_type: its lora,
+    qlora or dora was LoRA with `rank` as r, and read so it keeps its meaning and its run id."""
+    method = cfg.get("method") if OmegaConf.is_dict(cfg) else None
+    if method is None or "peft_type" in method or method.get("name") not in METHODS_BEFORE_FILES:
+        return cfg
+    return OmegaConf.merge(cfg, {"method": {"peft_type": "LORA", "capacity": "r", "allows_4bit": True}})
 
 
 def _merge_onto_schema(cfg: DictConfig) -> DictConfig:

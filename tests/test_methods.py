@@ -228,3 +228,19 @@ def test_plan_estimates_lora_variants_it_has_a_formula_for():
     for method in ("lora", "rslora", "pissa", "olora", "qlora"):
         est = estimate.estimate(validate(compose_run([f"method={method}", *TINY["tiny-llama"]])), "cuda", 2, 16)
         assert est["activations"] > 0 and est["params"]["adapter"] > 0
+
+
+@pytest.mark.parametrize("overrides", [["method=lora"], ["method=qlora", "rank=4"], ["method=dora"], ["method=full"]])
+def test_a_record_from_before_method_files_reads_as_it_ran(overrides):
+    """A record's config without the method-file keys (written before them) validates as the LoRA (or
+    full fine-tuning) it was, with its run id: the estimator and the analysis rebuild runs from records."""
+    from omegaconf import OmegaConf
+
+    from lab.record import run_id
+
+    now = validate(compose_run([*TINY["tiny-bert"], *overrides]))
+    before = OmegaConf.to_container(now, resolve=True)
+    for key in ("label", "peft_type", "capacity", "allows_4bit", "peft"):
+        before["method"].pop(key)
+    then = validate(OmegaConf.create(before))
+    assert then.method.peft_type == now.method.peft_type and run_id(then) == run_id(now)
