@@ -127,18 +127,14 @@ def longest_modelled(config) -> int | None:
 def settings(run: DictConfig, est: dict, batch: int, seq_len: int) -> dict:
     from lab import decisions  # torch: loaded only once the config is known to be valid
 
-    method = run.method.name + (" on a 4-bit base" if run.method.quant is not None and method_is_not_qlora(run) else "")
+    # qlora names its 4-bit base already; any other method on one (base=4bit) says so in the table.
+    method = run.method.name + (" on a 4-bit base" if run.method.quant is not None and run.method.name != "qlora" else "")
     adapter = "" if run.method.peft_type is None else " ".join(
         part for part in (f"{run.method.capacity}={run.rank}" if run.method.capacity else "", _targets(run)) if part)
     return {"model": run.model.name, "method": method, "adapter": adapter, "batch": batch, "seq_len": seq_len,
             "gradient checkpointing": bool(run.trainer.gradient_checkpointing),
             "precision": decisions.precision(run, "cuda"), "optimizer": est["optimizer"],
             "trainable params": est["params"]["trainable"], "total params": est["params"]["total"]}
-
-
-def method_is_not_qlora(run: DictConfig) -> bool:
-    """qlora names its 4-bit base already; any other method on one (base=4bit) says so in the table."""
-    return run.method.name != "qlora"
 
 
 def _targets(run: DictConfig) -> str:
