@@ -55,6 +55,8 @@ class Cell:
     chosen_runs: pd.DataFrame = field(default_factory=pd.DataFrame)
     _comparisons: dict = field(default_factory=dict, repr=False, compare=False)
     _rows: dict = field(default_factory=dict, repr=False, compare=False)
+    # Set when the cells span several datasets: every label then names its data.
+    show_dataset: bool = False
 
     @property
     def method(self) -> str:
@@ -113,7 +115,8 @@ class Cell:
     @property
     def label(self) -> str:
         rank = "" if pd.isna(self.rank) else f" r={int(self.rank)}"
-        return f"{self.method_label}{rank}"
+        data = f" · {self.key['dataset']}" if self.show_dataset else ""
+        return f"{self.method_label}{rank}{data}"
 
 
 def scaled(value: float, metric: str) -> float:
@@ -179,6 +182,9 @@ def build(runs: pd.DataFrame, metric: str) -> list[Cell]:
     keys = cell_keys(ok)
     grouped = ok.assign(**{f"_{k}": ok[k].map(hashable) for k in keys}).groupby([f"_{k}" for k in keys], dropna=False)
     cells = [_cell(dict(zip(keys, values)), group, metric) for values, group in grouped]
+    if len({c.key["dataset"] for c in cells}) > 1:
+        for cell in cells:
+            cell.show_dataset = True
     return sorted(cells, key=lambda c: (method_order(c.method), -1 if pd.isna(c.rank) else c.rank))
 
 

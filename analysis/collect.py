@@ -49,6 +49,8 @@ ON_4BIT = "+4bit"  # appended to the `method` of any other adapter's record on a
 class Collection:
     runs: pd.DataFrame
     problems: list[dict] = field(default_factory=list)
+    # What the reader did that a reader of the report must know (e.g. two files of one name kept apart).
+    notes: list[str] = field(default_factory=list)
 
     def not_ok(self) -> pd.DataFrame:
         return self.runs[self.runs["status"] != "ok"] if len(self.runs) else self.runs
@@ -136,6 +138,7 @@ def to_frame(records: list[dict]) -> pd.DataFrame:
     # Records written before run health existed say nothing: `unknown`, never counted as collapsed.
     df["health"] = df["health"].fillna("unknown") if "health" in df else "unknown"
     df["learned"] = (df["status"] == "ok") & (df["health"] != "collapsed")
+    df["data_identity"] = [data_identity(r) for r in records]
     return df
 
 
@@ -173,6 +176,37 @@ def method_setting_keys(df: pd.DataFrame) -> list[str]:
                                 if c.startswith("config.method.") and c not in DESCRIPTIVE_METHOD_COLUMNS)
 
 
+def data_identity(record: dict) -> str | None:
+    """Which bytes a run trained on: a local file's SHA-256 (the record's `data_identity`), or for a
+    record from before that field its file's path as given; None for every other source, whose name
+    and config say it all."""
+    sha = (record.get("data_identity") or {}).get("sha256") if isinstance(record.get("data_identity"), dict) else None
+    if sha:
+        return f"sha256:{sha}"
+    dataset = (record.get("config") or {}).get("dataset") or {}
+    return f"path:{dataset.get('path')}" if dataset.get("source") == "file" and dataset.get("path") else None
+
+
+def separate_data(df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """Runs that share a dataset name but not its bytes (a/data.csv and b/data.csv, or a file edited
+    between runs) are different tasks: each gets its own dataset name (the name and the hash's first
+    characters), so no cell, mean or claim pools them. Returns the frame and a note per name split."""
+    if not len(df) or "data_identity" not in df:
+        return df, []
+    notes, df = [], df.copy()
+    for name, group in df.groupby("dataset", dropna=True):
+        identities = group["data_identity"].dropna().unique()
+        if len(identities) < 2:
+            continue
+        renamed = {identity: f"{name} [{identity.split(':', 1)[1][:8] if identity.startswith('sha256:') else identity[5:]}]"
+                   for identity in identities}
+        mask = (df["dataset"] == name) & df["data_identity"].notna()
+        df.loc[mask, "dataset"] = df.loc[mask, "data_identity"].map(renamed)
+        notes.append(f"dataset {name!r} names {len(identities)} different data files (by content hash): kept apart as "
+                     + ", ".join(sorted(renamed.values())) + "; their runs are never pooled into one cell")
+    return df, notes
+
+
 def _targets(record: dict) -> str | None:
     """The LoRA target set as a name (`qv`) or `+`-joined module list; None for full fine-tuning."""
     if record.get("method") == "full":
@@ -205,7 +239,8 @@ def collect(results_dir: str | None = "results", wandb_project: str | None = Non
         local_paths = {"/".join(p) if isinstance(p, list) else p for p in local_paths}
         records += [r for r in remote if r["wandb_path"] not in local_paths]
         problems += remote_problems
-    return Collection(to_frame(records), problems)
+    frame, notes = separate_data(to_frame(records))
+    return Collection(frame, problems, notes)
 
 
 def split_keys(df: pd.DataFrame) -> list[str]:
@@ -246,6 +281,7 @@ def describe(collection: Collection) -> str:
     df = collection.runs
     lines = [f"{len(df)} records" + (": " + ", ".join(f"{n} {s}" for s, n in df["status"].value_counts().items())
                                       if len(df) else "")]
+    lines += [f"note: {note}" for note in collection.notes]
     for _, row in collection.not_ok().iterrows():
         lines.append(f"  {row['status']}: {row['run_id']}: {row.get('error')}")
     if collection.problems:

@@ -20,6 +20,8 @@ from analysis import cells as cellmod
 from analysis import document
 from analysis.collect import Collection, collect, filter_rows
 from analysis.rules import MARGIN, Rules
+from lab.errors import ConfigError
+from lab.health import IMBALANCED
 from analysis.sections import answer, claims, curves, learning_rates, memory, pareto, published, results, runs, setup
 from lab.sweep import SUMMARY_FILE, grid_size, read_summary, summary_path
 
@@ -45,33 +47,60 @@ def select_sweep(collection: Collection, sweep: dict) -> tuple[Collection, list[
         notes.append(f"{sweep['jobs_total'] - len(sweep['jobs'])} jobs of the sweep have not run yet")
     problems = [p for p in collection.problems if os.path.basename(os.path.dirname(p["path"])) in ids
                 or os.path.basename(p["path"]) in ids]
-    return Collection(frame, problems), notes
+    return Collection(frame, problems, collection.notes), notes
 
 
 def choose_metric(frame: pd.DataFrame, metric: str) -> str:
-    """`auto`: test accuracy where runs have it (classification), else test loss (causal LM)."""
+    """`auto`: test accuracy where runs have it (classification) and the labels are balanced; macro-F1
+    where they are imbalanced (imbalance_note); else test loss (causal LM)."""
     if metric != "auto":
         return metric
+    if imbalance_note(frame, "test_macro_f1"):
+        return "test_macro_f1"
     for candidate in ("test_accuracy", "test_loss"):
         if f"metrics.{candidate}" in frame and frame[f"metrics.{candidate}"].notna().any():
             return candidate
     return "test_accuracy"
 
 
+def imbalance_note(frame: pd.DataFrame, metric: str) -> str | None:
+    """Why the report leads with macro-F1: the validation labels' majority share (from the runs' health
+    evidence) is above lab.health.IMBALANCED, where accuracy rewards always answering that class."""
+    share = pd.to_numeric(frame.get("health_detail.majority_share", pd.Series(dtype=float)), errors="coerce").dropna()
+    if metric != "test_macro_f1" or not len(share) or share.max() <= IMBALANCED \
+            or f"metrics.{metric}" not in frame or frame[f"metrics.{metric}"].isna().all():
+        return None
+    return (f"The labels are imbalanced (the most frequent class is {100 * share.max():.0f} % of the validation rows): "
+            "accuracy would credit a model that always answers that class, so this report leads with macro-F1, "
+            "which weighs every class equally (pass --metric test_accuracy for accuracy).")
+
+
 def build(collection: Collection, out: str, title: str, metric: str = "auto", sweep: dict | None = None,
           sweep_notes: list[str] | None = None, rules: Rules | None = None) -> dict:
-    """Write the report into `out`; returns its paths and the main table."""
-    rules = rules or Rules()
-    os.makedirs(out, exist_ok=True)
+    """Write the report into `out`; returns its paths and the main table.
+
+    Every file is written into a temporary folder beside `out`, which then takes `out`'s place in one
+    step (document.replace_folder): a report killed while it writes leaves the previous one whole."""
+    document.check_out_folder(out)
+    with document.staging(out) as staging:
+        built = _build_into(staging, collection, title, metric, sweep, sweep_notes, rules or Rules())
+        document.replace_folder(staging, out)
+    return {**built, "md": os.path.join(out, "report.md"), "html": os.path.join(out, "report.html")}
+
+
+def _build_into(out: str, collection: Collection, title: str, metric: str, sweep: dict | None,
+                sweep_notes: list[str] | None, rules: Rules) -> dict:
     frame = collection.runs
     metric = choose_metric(frame, metric)
     cells = cellmod.build(frame, metric)
     claims_section, claims_frame = claims.section(cells, rules)
-    sections = [setup.section(frame, rules), answer.section(cells, metric, rules),
-                results.section(cells, frame, metric, out),
+    answer_section = answer.section(cells, metric, rules)
+    if imbalance_note(frame, metric):
+        answer_section.parts.insert(0, imbalance_note(frame, metric))
+    sections = [setup.section(frame, rules), answer_section, results.section(cells, frame, metric, out),
                 claims_section,
-                learning_rates.section(cells, frame, sweep), runs.section(frame, metric, sweep_notes or [],
-                                                                        collection.problems),
+                learning_rates.section(cells, frame, sweep),
+                runs.section(frame, metric, (sweep_notes or []) + collection.notes, collection.problems),
                 curves.section(cells, frame, out), memory.section(cells, out), pareto.section(cells, metric, out),
                 published.section(frame, cells)]
     paths = document.write(out, title, [s for s in sections if s is not None])
@@ -110,9 +139,10 @@ def main(argv: list[str] | None = None) -> dict:
     if args.sweep:
         sweep = read_sweep(args.sweep)
         collection, notes = select_sweep(collection, sweep)
-    collection = Collection(filter_rows(collection.runs, args.where), collection.problems)
+    collection = Collection(filter_rows(collection.runs, args.where), collection.problems, collection.notes)
     if not args.out and not args.sweep:
         parser.error("--out is needed without --sweep")
+    check_has_runs(collection, args.results, bool(args.sweep))
     sweep_folder = args.sweep if not args.sweep or os.path.isdir(args.sweep) else os.path.dirname(args.sweep)
     out = args.out or os.path.join("reports", os.path.basename(os.path.normpath(sweep_folder)))
     # The sweep's own name (its folder), not where this machine keeps it.
@@ -134,6 +164,18 @@ def _margin(text: str) -> float:
         return Rules(margin=float(text)).margin
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r}: the margin is a positive number of the metric's points, e.g. 1")
+
+
+def check_has_runs(collection: Collection, results: str, sweep: bool) -> None:
+    """A report needs at least one record: say in one line why there is none."""
+    if len(collection.runs):
+        return
+    if not os.path.isdir(results):
+        raise ConfigError("--results", results, "an existing results folder (the runs' paths.results)")
+    where = "the sweep's run ids" if sweep else results
+    found = f"{len(collection.problems)} run folders without a readable record, e.g. " \
+            f"{collection.problems[0]['problem']}: {collection.problems[0]['path']}" if collection.problems else "none"
+    raise ConfigError("--results", results, f"a folder holding at least one run record ({where}: {found})")
 
 
 def to_wandb(args, built: dict, frame: pd.DataFrame, out: str, sweep_folder: str | None) -> dict | None:

@@ -26,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from lab.errors import ConfigError
-from lab.paths import CONF_DIR, default_cache_dir, slug
+from lab.paths import CONF_DIR, default_cache_dir, resolve_file, slug
 
 __all__ = ["ConfigError", "compose", "validate", "check_results_writable"]
 
@@ -452,6 +452,9 @@ def _check_task(merged: DictConfig) -> None:
             continue
         _positive_int(f"dataset.sizes.{split}", size)
     _check_labels(data)
+    if data.source == "file" and data.path:
+        # Resolved here, so a record says which file it read, whatever folder the command ran in.
+        data.path = resolve_file(data.path)
 
 
 def _check_labels(data: DictConfig) -> None:

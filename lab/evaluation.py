@@ -13,12 +13,15 @@ from lab import metrics as shipped
 from lab.methods import dequantized_merged_copy
 
 
-def evaluate(trainer, tokenized, data, tokenizer, cfg: DictConfig, device: str) -> dict:
+def evaluate(trainer, tokenized, data, tokenizer, cfg: DictConfig, device: str,
+             predictions: dict | None = None) -> dict:
+    """The held-out metrics; for classification, each split's predicted labels go into `predictions`
+    (the run's health is judged on the validation ones)."""
     out = {}
     if data.task == "cls":
         # Validation scores too: choosing a setting (e.g. the learning rate) by them keeps the test split unseen.
         for split in ("validation", "test"):
-            out.update(_classification_scores(trainer, tokenized[split], split, len(data.label_names)))
+            out.update(_classification_scores(trainer, tokenized[split], split, len(data.label_names), predictions))
     else:
         # evaluate, not predict: an LM needs only the loss, and predict keeps every vocabulary-wide logit.
         out["validation_loss"] = trainer.evaluate(tokenized["validation"], metric_key_prefix="validation")[
@@ -31,10 +34,12 @@ def evaluate(trainer, tokenized, data, tokenizer, cfg: DictConfig, device: str) 
     return out
 
 
-def _classification_scores(trainer, split_data, split: str, num_labels: int) -> dict:
+def _classification_scores(trainer, split_data, split: str, num_labels: int, kept: dict | None = None) -> dict:
     prediction = predict_by_length(trainer, split_data, split)
     predicted = np.argmax(prediction.predictions, axis=-1).tolist()
     references = prediction.label_ids.tolist()
+    if kept is not None:
+        kept[split] = (predicted, references)
     return {
         f"{split}_loss": prediction.metrics[f"{split}_loss"],
         f"{split}_accuracy": shipped.load("accuracy").compute(predictions=predicted, references=references)["accuracy"],

@@ -40,6 +40,11 @@ def default_cache_dir() -> str:
     return os.path.expanduser(os.environ.get("LAB_CACHE") or "~/.cache/lab")
 
 
+def resolve_file(path) -> str:
+    """A user's file path made absolute and symlink-free (`~` expanded): the same file from any folder."""
+    return os.path.realpath(os.path.expanduser(str(path)))
+
+
 def vader_sdist(cache_dir: str) -> str:
     """The vaderSentiment source distribution (its wheel lacks the rated movie-review sentences)."""
     return os.path.join(cache_dir, "downloads", VADER_SDIST)

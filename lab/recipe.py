@@ -31,7 +31,7 @@ from transformers.utils import logging as hf_logging
 
 from lab import distributed, evaluation, health, methods, models
 from lab.callbacks import AdaLoraBudget, DivergenceGuard, Diverged, SpaceGuard, StepTimer
-from lab.config import hydra_mode
+from lab.config import ConfigError, hydra_mode
 from lab.data import load_task_data
 from lab.data.encode import collator, tokenize
 from lab.decisions import choose_optimizer, compute_dtype, precision, resolve_device
@@ -39,7 +39,7 @@ from lab.memory import compare, ledger, preflight
 from lab.memory.ledger import LedgerProbe, optimizer_state_bytes
 from lab.memory.measure import PeakMemory, weight_bytes
 from lab.provenance import provenance
-from lab.record import scrub_secrets, utc_now
+from lab.record import data_identity, scrub_secrets, utc_now
 from lab.tracking import Tracker
 
 __all__ = ["FineTune", "resolve_device", "training_arguments"]
@@ -72,6 +72,8 @@ class FineTune:
         self.began: float | None = None  # time.time() when setup began
         self.cache = os.path.expanduser(cfg.paths.cache)
         self.config = scrub_secrets(OmegaConf.to_container(cfg, resolve=True))
+        # The bytes the run id was hashed from; setup_data checks that it read the same.
+        self.data_identity = data_identity(cfg)
         # One W&B run per run: only rank 0 opens it.
         tracked = cfg if launched.is_main else OmegaConf.merge(cfg, {"logger": {"name": "none"}})
         self.tracker = Tracker(tracked, run_id, self.config, group)
@@ -118,6 +120,10 @@ class FineTune:
         hf_logging.disable_progress_bar()
         datasets.disable_progress_bars()
         self.data = load_task_data(self.cfg.dataset, self.cache)
+        if self.data_identity and data_identity(self.cfg) != self.data_identity:
+            raise ConfigError("dataset.path", self.cfg.dataset.path,
+                              "a file that stays unchanged while its run starts (it changed after the run id "
+                              "was taken from its bytes); run the command again")
         self.checkpoint = models.checkpoint_path(self.cfg.model, self.cache)
         self.tokenizer = models.load_tokenizer(self.checkpoint, self.cfg.model)
         # Cached by tokenizer and split in <cache>/tokenized: a sweep's later jobs read it (lab.data.encode).
@@ -167,13 +173,14 @@ class FineTune:
     # ---- train ------------------------------------------------------------------------------------
 
     def train(self) -> None:
-        self.untrained_test_loss = None
+        self.untrained_validation_loss = None
         if self.data.task == "lm":
-            # What "learned nothing" means for a language model: the test loss before the first step
-            # (in the record's health; W&B's callback would log it as a training point).
+            # What "learned nothing" means for a language model: the validation loss before the first
+            # step (in the record's health, judged on validation; W&B's callback would log it as a
+            # training point).
             wandb_callback = self.trainer.pop_callback(WandbCallback)
-            self.untrained_test_loss = self.trainer.evaluate(self.tokenized["test"], metric_key_prefix="untrained_test")[
-                "untrained_test_loss"]
+            self.untrained_validation_loss = self.trainer.evaluate(
+                self.tokenized["validation"], metric_key_prefix="untrained_validation")["untrained_validation_loss"]
             if wandb_callback is not None:
                 self.trainer.add_callback(wandb_callback)
         output_dir = self.args.output_dir
@@ -203,7 +210,9 @@ class FineTune:
         # W&B's callback would log the final passes under train/ (train/validation_loss); the tracker
         # puts them in the summary under validation/ and test/.
         self.trainer.pop_callback(WandbCallback)
-        metrics = evaluation.evaluate(self.trainer, self.tokenized, self.data, self.tokenizer, self.cfg, self.device)
+        self.predictions: dict = {}
+        metrics = evaluation.evaluate(self.trainer, self.tokenized, self.data, self.tokenizer, self.cfg, self.device,
+                                      self.predictions)
         metrics["train_loss"] = self.whole_run_train_loss()
         losses = [e["loss"] for e in self.trainer.state.log_history if "loss" in e]
         metrics["first_logged_train_loss"] = losses[0] if losses else None
@@ -232,12 +241,12 @@ class FineTune:
         return (total + self.train_output.training_loss * session_steps) / (before + session_steps)
 
     def judge_health(self, metrics: dict) -> dict:
-        """`health` (learned / collapsed) and its evidence: lab.health's rules."""
+        """`health` (learned / collapsed) and its evidence: lab.health's rules, on the validation split
+        (never test: health decides which runs a learning-rate choice may use)."""
         if self.data.task == "cls":
-            splits = self.data.splits
-            return health.classification(metrics["test_accuracy"], splits["test"]["label"], splits["train"]["label"],
-                                         self.final_train_loss())
-        return health.language_model(metrics["test_loss"], self.untrained_test_loss)
+            predicted, labels = self.predictions["validation"]
+            return health.classification(predicted, labels, self.data.splits["train"]["label"], self.final_train_loss())
+        return health.language_model(metrics["validation_loss"], self.untrained_validation_loss)
 
     def final_train_loss(self, window: int = HEALTH_WINDOW) -> float | None:
         """The training loss over the last `window` steps: the mean of the points logged in them (each

@@ -25,6 +25,7 @@ from datetime import datetime, timezone
 
 from omegaconf import DictConfig, OmegaConf
 
+from lab import fingerprint
 from lab.paths import slug
 
 SCHEMA = 1
@@ -69,7 +70,7 @@ def semantic_config(cfg: DictConfig) -> dict:
         "method": method,
         "rank": cfg.rank,
         "model": OmegaConf.to_container(cfg.model, resolve=True),
-        "dataset": OmegaConf.to_container(cfg.dataset, resolve=True),
+        "dataset": semantic_dataset(cfg),
         "trainer": trainer,
         "seed": cfg.seed,
     }
@@ -80,6 +81,24 @@ def semantic_config(cfg: DictConfig) -> dict:
         out["distributed"] = {**OmegaConf.to_container(distributed, resolve=True),
                               "world_size": int(os.environ.get("WORLD_SIZE", 1))}
     return out
+
+
+def semantic_dataset(cfg: DictConfig) -> dict:
+    """The dataset config as the run id hashes it. A local file enters by its bytes (their SHA-256),
+    not by its path: an edited file is other data (a new id, so it trains again), and the same file
+    reached from another folder or machine is the same data. Ids of every other source are as before."""
+    dataset = OmegaConf.to_container(cfg.dataset, resolve=True)
+    if dataset.get("source") == "file":
+        dataset["content_sha256"] = data_identity(cfg)["sha256"]
+        dataset.pop("path", None)
+    return dataset
+
+
+def data_identity(cfg: DictConfig) -> dict | None:
+    """The record's `data_identity`: {path, bytes, sha256} of a local data file; None for other sources."""
+    if cfg.dataset.get("source") != "file":
+        return None
+    return fingerprint.identity(cfg.dataset.path or "", OmegaConf.select(cfg, "paths.cache"))
 
 
 def run_id(cfg: DictConfig) -> str:
@@ -197,7 +216,7 @@ REDACTED = "<redacted>"
 # What a record cannot lose: the run's coordinates, outcome, metrics and timing (a few KB). On a full
 # disk the record is written with these alone (write_record).
 ESSENTIAL_FIELDS = ("schema", "run_id", "status", "method", "rank", "model", "dataset", "seed", "health", "error",
-                    "metrics", "params", "timing", "notes")
+                    "metrics", "params", "timing", "notes", "data_identity")
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
 

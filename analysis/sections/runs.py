@@ -6,12 +6,14 @@ import pandas as pd
 
 from analysis.document import Section
 
-HEALTH_RULE = ("A run is *collapsed* when it trained without error but learned nothing (lab/health.py): its test "
-               "accuracy is no better than always answering the majority class (within 1.96 binomial standard "
-               "errors of that share), or its final train loss has not left the entropy of the training labels "
-               "(ln 2 for two balanced classes) by 0.02; a language model, when its test loss is not below the "
-               "untrained model's. Collapsed runs are listed here and drawn hollow; they enter no mean, claim, "
-               "Pareto front or learning-rate choice.")
+HEALTH_RULE = ("A run is *collapsed* when it trained without error but its validation predictions carry no "
+               "information (lab/health.py): its validation accuracy is not above always answering the majority "
+               "class (one-sided binomial test, 5 %) and its predictions are not associated with the labels "
+               "(permutation test of the balanced accuracy, 5 %), so a run that beats the majority share, or gets a "
+               "rare class right on imbalanced labels, is never called collapsed; a language model, when its "
+               "validation loss is not below the untrained model's. Health is judged on validation, never test. "
+               "Collapsed runs are listed here and drawn hollow; they enter no mean, claim, Pareto front or "
+               "learning-rate choice.")
 
 
 def collapsed_table(runs: pd.DataFrame, metric: str) -> pd.DataFrame:
