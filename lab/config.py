@@ -57,6 +57,8 @@ Precision = _choices("Precision", "auto fp32 bf16 fp16")
 Device = _choices("Device", "auto cpu cuda")
 LoraBias = _choices("LoraBias", "none all lora_only")
 Logger = _choices("Logger", "wandb none")
+# W&B's run modes; auto: online with a configured key, else offline (lab.tracking.wandb_mode).
+WandbMode = _choices("WandbMode", "auto online offline disabled")
 # Trainer `optim` names; auto: paged_adamw_32bit for QLoRA (as the QLoRA paper), adamw_torch otherwise.
 Optimizer = _choices("Optimizer", "auto adamw_torch paged_adamw_32bit paged_adamw_8bit adamw_8bit")
 # transformers' SchedulerType values (tests/test_bad_input.py holds the two lists equal): named here so
@@ -183,6 +185,9 @@ class DatasetSchema:
     # Causal LM rows: format strings {prompt: ..., response: ...} over the row's fields.
     template: Optional[dict] = None
     generation_samples: int = 0
+    # Labels of a file that differ only by case or surrounding spaces (`pos`, `Pos `) are refused, named;
+    # true folds them into one (lower case, stripped). Enters the run id only when true.
+    fold_labels: bool = False
 
 
 @dataclass
@@ -209,7 +214,7 @@ class LoggerSchema:
     name: Logger = Logger.none
     project: str = "lab"
     entity: Optional[str] = None
-    mode: str = "auto"
+    mode: WandbMode = WandbMode.auto
     group: Optional[str] = None
     tags: list = field(default_factory=list)
     # Seconds wandb.init may take (W&B's own default is 90): with a key but no network, a job waits
@@ -269,7 +274,8 @@ def validate(cfg: DictConfig) -> DictConfig:
     if OmegaConf.select(cfg, "method.capacity", default=None) is not None and "rank" in cfg:
         _positive_int("rank", cfg.rank)
     merged = _merge_onto_schema(_from_before_method_files(cfg))
-    for check in (_check_names, _check_method, _check_base, _check_adapter, _check_task, _check_trainer, _check_distributed):
+    for check in (_check_names, _check_method, _check_base, _check_adapter, _check_task, _check_architecture,
+                  _check_trainer, _check_distributed):
         check(merged)
     _positive_int("seed", merged.seed, minimum=0)
     if merged.seed > MAX_SEED:
@@ -455,6 +461,53 @@ def _check_task(merged: DictConfig) -> None:
     if data.source == "file" and data.path:
         # Resolved here, so a record says which file it read, whatever folder the command ran in.
         data.path = resolve_file(data.path)
+
+
+# Bounds on an architecture's sizes, each a few times the largest published model's (Llama 3.1 405B:
+# 126 layers, width 16,384, MLP 53,248; Gemma: a 256k vocabulary): a typo such as 1e6 layers answers
+# at once instead of building a million layers on the meta device. GPT-2's names map to the same sizes.
+ARCHITECTURE_BOUNDS = {"num_hidden_layers": 1024, "hidden_size": 131_072, "num_attention_heads": 4096,
+                       "num_key_value_heads": 4096, "intermediate_size": 1_048_576, "vocab_size": 4_194_304,
+                       "max_position_embeddings": 4_194_304, "head_dim": 65_536}
+ARCHITECTURE_ALIASES = {"n_layer": "num_hidden_layers", "n_embd": "hidden_size", "n_head": "num_attention_heads",
+                        "n_inner": "intermediate_size", "n_positions": "max_position_embeddings"}
+
+
+def architecture_sizes(arch: dict, key: str = "model.architecture") -> dict:
+    """The sizes of an architecture (config.json fields), each checked: a whole number in [1, bound];
+    heads divide the width (unless head_dim sets it) and key/value heads divide the heads."""
+    sizes = {}
+    for name, value in arch.items():
+        canonical = ARCHITECTURE_ALIASES.get(name, name)
+        if canonical not in ARCHITECTURE_BOUNDS or value is None:  # null: the library's default (GPT-2's n_inner)
+            continue
+        bound = ARCHITECTURE_BOUNDS[canonical]
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= bound:
+            raise ConfigError(f"{key}.{name}", value, f"a whole number in [1, {bound:,}]")
+        sizes[canonical] = value
+    width, heads, kv = (sizes.get(k) for k in ("hidden_size", "num_attention_heads", "num_key_value_heads"))
+    if width and heads and "head_dim" not in sizes and width % heads:
+        raise ConfigError(f"{key}.num_attention_heads", heads, f"a divisor of hidden_size {width} (each head takes "
+                          "an equal share of the width), or set head_dim")
+    if heads and kv and heads % kv:
+        raise ConfigError(f"{key}.num_key_value_heads", kv, f"a divisor of num_attention_heads {heads}")
+    return sizes
+
+
+def _check_architecture(merged: DictConfig) -> None:
+    """A model given by its architecture (tiny models, lab-plan): sizes in bounds, and model.max_length
+    within its positions (else the run would fail at its first batch with a tensor-size error)."""
+    if merged.model.architecture is None:
+        return
+    arch = OmegaConf.to_container(merged.model.architecture, resolve=True)
+    positions = architecture_sizes(arch).get("max_position_embeddings")
+    check_max_length(merged.model.max_length, positions)
+
+
+def check_max_length(max_length: int, positions: int | None) -> None:
+    if positions and max_length > positions:
+        raise ConfigError("model.max_length", max_length,
+                          f"at most the model's {positions} positions (max_position_embeddings)")
 
 
 def _check_labels(data: DictConfig) -> None:

@@ -45,6 +45,17 @@ def checkpoint_path(mcfg: DictConfig, cache_dir: str) -> str:
     return mcfg.path  # hub id, or a local folder given as model.path=/abs/dir
 
 
+def position_limit(checkpoint: str, tokenizer) -> int | None:
+    """The longest input the model takes: its position table (RoBERTa's less its padding offset, as its
+    tokenizer's model_max_length says) or None when neither says."""
+    try:
+        positions = getattr(AutoConfig.from_pretrained(checkpoint), "max_position_embeddings", None)
+    except (OSError, ValueError):
+        positions = None
+    limits = [n for n in (positions, getattr(tokenizer, "model_max_length", None)) if isinstance(n, int) and n < 2**30]
+    return min(limits) if limits else None
+
+
 def _build_tiny(mcfg: DictConfig, cache_dir: str) -> str:
     arch = OmegaConf.to_container(mcfg.architecture, resolve=True)
     digest = hashlib.sha256(json.dumps([mcfg.task, arch], sort_keys=True).encode()).hexdigest()[:12]

@@ -31,7 +31,7 @@ from transformers.utils import logging as hf_logging
 
 from lab import distributed, evaluation, health, methods, models
 from lab.callbacks import AdaLoraBudget, DivergenceGuard, Diverged, SpaceGuard, StepTimer
-from lab.config import ConfigError, hydra_mode
+from lab.config import ConfigError, check_max_length, hydra_mode
 from lab.data import load_task_data
 from lab.data.encode import collator, tokenize
 from lab.decisions import choose_optimizer, compute_dtype, precision, resolve_device
@@ -126,6 +126,7 @@ class FineTune:
                               "was taken from its bytes); run the command again")
         self.checkpoint = models.checkpoint_path(self.cfg.model, self.cache)
         self.tokenizer = models.load_tokenizer(self.checkpoint, self.cfg.model)
+        check_max_length(self.cfg.model.max_length, models.position_limit(self.checkpoint, self.tokenizer))
         # Cached by tokenizer and split in <cache>/tokenized: a sweep's later jobs read it (lab.data.encode).
         self.tokenized = tokenize(self.data, self.tokenizer, self.cfg.model.max_length, cache_dir=self.cache)
         self.collate = collator(self.tokenizer, self.data.task)

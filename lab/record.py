@@ -88,6 +88,8 @@ def semantic_dataset(cfg: DictConfig) -> dict:
     not by its path: an edited file is other data (a new id, so it trains again), and the same file
     reached from another folder or machine is the same data. Ids of every other source are as before."""
     dataset = OmegaConf.to_container(cfg.dataset, resolve=True)
+    if not dataset.get("fold_labels"):
+        dataset.pop("fold_labels", None)  # added after records existed: enters the hash only when set
     if dataset.get("source") == "file":
         dataset["content_sha256"] = data_identity(cfg)["sha256"]
         dataset.pop("path", None)

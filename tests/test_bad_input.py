@@ -177,6 +177,11 @@ CSV_CASES = {
     "latin-1": (_rows(["a", "b"] * 5) + "caf\xe9 au lait,a\n".encode("latin-1"), "dataset.path=",
                 f"byte offset {len(HEADER + _rows(['a', 'b'] * 5)) + 3} (0xe9, line 12) is not UTF-8"),
     "huge-cell": (_rows(["a", "b"] * 5) + b"x" * (200 * 1024) + b",a\n", "dataset.path=", "data row 11"),
+    # Issue 21: labels that differ only by case or surrounding spaces are named, never four classes or one.
+    "case-labels": (_rows(["pos", "Pos", "NEG", "neg"] * 8), "dataset.columns.label='label'",
+                    "'NEG' / 'neg'; 'Pos' / 'pos'"),
+    "space-labels": (_rows(["pos", " pos", "neg"] * 10), "dataset.columns.label='label'", "' pos' / 'pos'"),
+    "extra-cell": (_rows(["a", "b"] * 5) + b"a sentence, with a comma,b\n", "dataset.path=", "data row 11 has 3"),
 }
 
 
@@ -420,3 +425,53 @@ def test_the_checkpoint_size_guess_is_the_size_of_the_checkpoint(tmp_path):
     [checkpoint] = (record_dir / record["run_id"] / "trainer").glob("checkpoint-*")
     size = sum(p.stat().st_size for p in checkpoint.rglob("*") if p.is_file())
     assert SpaceGuard.checkpoint_bytes(str(checkpoint.parent), None, None) == size
+
+
+# ---- round three (issue 21): ambiguous input refused, every bad value answered before training ----------
+
+def test_a_csv_naming_a_column_twice_is_refused(tmp_path):
+    path = tmp_path / "twice.csv"
+    path.write_text("text,label,label\n" + "".join(f"row {i},a,{'ab'[i % 2]}\n" for i in range(30)))
+    proc = _cli("model=tiny-bert", "dataset=csv", f"dataset.path={path}", "logger=none",
+                f"paths.results={tmp_path / 'results'}")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert "names each column once; 'label' appear" in proc.stderr
+
+
+def test_a_jsonl_object_naming_a_field_twice_is_refused(tmp_path):
+    from lab.data.sources import read_file
+
+    path = tmp_path / "twice.jsonl"
+    path.write_text('{"text": "a", "label": "x"}\n{"text": "b", "label": "x", "label": "y"}\n')
+    with pytest.raises(ConfigError, match="line 2 names 'label' twice"):
+        read_file(OmegaConf.create({"path": str(path), "format": None}))
+
+
+def test_fold_labels_folds_case_and_spaces_into_one_class(tmp_path):
+    path = _csv(tmp_path, "folded.csv", _rows(["pos", "Pos", "NEG", " neg"] * 12))
+    record = run(compose_run([*BASE[:1], "dataset=csv", f"dataset.path={path}", "dataset.fold_labels=true",
+                              "trainer.max_steps=2", "logger=none", "rank=2", "dataset.sizes.validation=8",
+                              "dataset.sizes.test=8"], results=tmp_path / "results"))
+    assert record["status"] == "ok" and record["label_names"] == ["neg", "pos"]
+
+
+@pytest.mark.parametrize("override,key", [
+    ("model.max_length=129", "model.max_length"),  # tiny-bert has 128 positions
+    ("logger=wandb logger.mode=bogus", "logger.mode"),
+    ("model.architecture.num_hidden_layers=1000000", "model.architecture.num_hidden_layers"),
+    ("model.architecture.num_attention_heads=5", "model.architecture.num_attention_heads"),
+])
+def test_round_three_bad_values_answer_in_one_line_with_exit_2(tmp_path, override, key):
+    proc = _cli(*BASE, *override.split(), f"paths.results={tmp_path}")
+    assert proc.returncode == 2, proc.stderr[-1500:]
+    [line] = [x for x in proc.stderr.splitlines() if x.strip()]
+    assert line.startswith("error:") and key in line and "allowed:" in line
+    assert not list(tmp_path.iterdir())
+
+
+def test_max_length_above_a_checkpoints_positions_is_a_config_error(tmp_path):
+    # all-MiniLM-L6-v2 has 512 positions; the schema cannot know that before its config.json is read.
+    proc = _cli(*[o for o in BASE if not o.startswith("model=")], "model=minilm-l6", "model.max_length=600",
+                f"paths.results={tmp_path}")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert "model.max_length=600" in proc.stderr and "512 positions" in proc.stderr

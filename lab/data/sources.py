@@ -47,6 +47,8 @@ def load(dcfg: DictConfig, cache_dir: str) -> TaskData:
     else:
         raise ConfigError("dataset.source", dcfg.source, "packaged, file or hub")
 
+    if dcfg.task == "cls" and not dcfg.get("fold_labels"):
+        one_spelling_per_label(records + (held_out or []), dcfg, where)
     rows = to_rows(records, dcfg, where)
     test_rows = to_rows(held_out, dcfg, where) if held_out is not None else None
     label_names = None
@@ -79,6 +81,8 @@ def to_rows(records: list[dict], dcfg: DictConfig, where: str) -> list[dict]:
     rows = []
     for number, record in enumerate(records, 1):
         row = {role: "" if record.get(name) is None else str(record[name]).strip() for role, name in names.items()}
+        if "label" in row and dcfg.get("fold_labels"):
+            row["label"] = fold(row["label"])
         if dcfg.task == "lm":
             row.setdefault("prompt", "")
         for role in ("text", "label", "response"):
@@ -128,6 +132,29 @@ def label_order(rows: list[dict], dcfg: DictConfig, known: list[str] | None, whe
         raise ConfigError("dataset.columns.label", (dcfg.columns or {}).get("label", "label"),
                           f"a column with at least 2 distinct labels; every row of {where} has {names[0]!r}")
     return names
+
+
+def fold(label: str) -> str:
+    """A label as dataset.fold_labels=true reads it: surrounding spaces dropped, case folded."""
+    return label.strip().casefold()
+
+
+def one_spelling_per_label(records: list[dict], dcfg: DictConfig, where: str) -> None:
+    """`pos`, `Pos` and ` pos` would be three classes (or, stripped, silently one): refuse, naming the
+    spellings, unless dataset.fold_labels=true asks to fold them."""
+    column = (dcfg.columns or {}).get("label", "label")
+    spellings: dict[str, set[str]] = {}
+    for record in records:
+        value = record.get(column) if isinstance(record, dict) else None
+        if value is not None:
+            spellings.setdefault(fold(str(value)), set()).add(str(value))
+    clashes = sorted(sorted(forms) for forms in spellings.values() if len(forms) > 1)
+    if clashes:
+        named = "; ".join(" / ".join(repr(form) for form in forms) for forms in clashes[:5])
+        raise ConfigError("dataset.columns.label", column,
+                          f"one spelling per label; {where} has labels that differ only by case or surrounding "
+                          f"spaces: {named}. Fix the file, or set dataset.fold_labels=true to fold them into one "
+                          "(lower case, stripped)")
 
 
 def _one_form_per_number(labels: set[str], where: str) -> None:
@@ -268,9 +295,12 @@ def read_file(dcfg: DictConfig) -> list[dict]:
                 if not line.strip():
                     continue
                 try:
-                    record = json.loads(line)
+                    record = json.loads(line, object_pairs_hook=_unique_keys)
                 except json.JSONDecodeError as err:
                     raise ConfigError("dataset.path", dcfg.path, f"JSON lines; line {number}: {err}") from None
+                except DuplicateKey as err:
+                    raise ConfigError("dataset.path", dcfg.path, f"JSON objects that name each field once; line "
+                                      f"{number} names {err.args[0]!r} twice") from None
                 if not isinstance(record, dict):
                     raise ConfigError("dataset.path", dcfg.path, f"one JSON object per line; line {number} is not")
                 records.append(record)
@@ -294,14 +324,40 @@ def _decode(path: str, given: str) -> str:
                           f"UTF-8 ({err.reason}); re-save it as UTF-8, e.g. iconv -f latin1 -t utf-8") from None
 
 
+class DuplicateKey(ValueError):
+    """A JSON object names one field twice: json keeps the last silently."""
+
+
+def _unique_keys(pairs: list[tuple]) -> dict:
+    seen = set()
+    for key, _ in pairs:
+        if key in seen:
+            raise DuplicateKey(key)
+        seen.add(key)
+    return dict(pairs)
+
+
 def _read_csv(f, fmt: str, given: str) -> list[dict]:
-    """The rows of a CSV/TSV file; a cell over csv's field limit (128 KiB) is an error naming its line."""
+    """The rows of a CSV/TSV file; a cell over csv's field limit (128 KiB) is an error naming its line,
+    a header naming one column twice (csv.DictReader would keep the last silently) an error naming it."""
     rows: list[dict] = []
     try:
-        rows.extend(csv.DictReader(f, delimiter="\t" if fmt == "tsv" else ","))
+        reader = csv.DictReader(f, delimiter="\t" if fmt == "tsv" else ",")
+        header = reader.fieldnames or []
+        twice = sorted({name for name in header if header.count(name) > 1})
+        if twice:
+            raise ConfigError("dataset.path", given, f"a {fmt} file whose header names each column once; "
+                              f"{', '.join(map(repr, twice))} appear more than once")
+        rows.extend(reader)
     except csv.Error as err:
-        raise ConfigError("dataset.path", given, f"a {fmt} file whose cells are at most {csv.field_size_limit()} "
-                          f"characters; data row {len(rows) + 1} (after the header): {err}") from None
+        what = f"a {fmt} file whose cells are at most {csv.field_size_limit()} characters" \
+            if "field larger" in str(err) else f"a well-formed {fmt} file"
+        raise ConfigError("dataset.path", given, f"{what}; data row {len(rows) + 1} (after the header): {err}") from None
+    for number, row in enumerate(rows, 1):
+        if None in row:  # csv.DictReader's key for cells beyond the header's
+            raise ConfigError("dataset.path", given, f"a {fmt} file whose rows have at most the header's "
+                              f"{len(header)} cells; data row {number} has {len(header) + len(row[None])} (an "
+                              "unquoted delimiter inside a cell?)")
     return rows
 
 
