@@ -90,7 +90,12 @@ def run_config(cfg: DictConfig, opts: dict) -> DictConfig:
         # No data is read: the dataset only has to agree with the model's task.
         cfg.dataset.task = cfg.model.task
         cfg.dataset.name = f"synthetic-{cfg.model.task}"
-    return validate(cfg)
+    run = validate(cfg)  # sizes bounded here (lab.config.architecture_sizes), before transformers loads
+    if run.model.architecture is not None:
+        from lab.memory.anymodel import check_supported
+
+        check_supported(str(run.model.architecture.model_type), str(run.model.task))
+    return run
 
 
 def plan_row(cfg: DictConfig) -> dict:

@@ -158,3 +158,45 @@ def test_a_mistral_shaped_config_and_its_sliding_window(tmp_path):
     assert row["largest seq_len on T4"] == 256  # the formula stops at the window
     with pytest.raises(NotImplementedError, match="sliding window"):
         app.plan_row(composed(f"plan.config={path}", "+seq_len=512"))
+
+
+# ---- issue 21: bounds, missing keys and unsupported architectures answer at once -------------------------
+
+def _config_dir(tmp_path, fields: dict) -> str:
+    folder = tmp_path / "model"
+    folder.mkdir(exist_ok=True)
+    (folder / "config.json").write_text(json.dumps(fields))
+    return str(folder)
+
+
+@pytest.mark.parametrize("change, says", [
+    ({"num_hidden_layers": 1_000_000}, "num_hidden_layers=1000000; allowed: a whole number in [1, 1,024]"),
+    ({"num_hidden_layers": -2}, "num_hidden_layers=-2"),
+    ({"hidden_size": 256.5}, "hidden_size=256.5"),
+    ({"vocab_size": "many"}, "vocab_size='many'"),
+    ({"num_attention_heads": 7}, "a divisor of hidden_size 256"),
+    ({"num_key_value_heads": 3}, "a divisor of num_attention_heads 8"),
+    ({"model_type": "vit"}, "'vit' is not one"),
+])
+def test_a_config_json_out_of_bounds_answers_at_once(tmp_path, change, says):
+    with pytest.raises(ConfigError) as err:
+        app.plan_row(composed(f"plan.config={_config_dir(tmp_path, {**QWEN, **change})}"))
+    assert says in str(err.value)
+
+
+def test_a_config_json_without_the_sizes_names_them(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        app.plan_row(composed(f"plan.config={_config_dir(tmp_path, {'model_type': 'llama'})}"))
+    assert "it lacks hidden_size, num_hidden_layers, num_attention_heads, vocab_size" in str(err.value)
+
+
+def test_the_command_line_answers_a_million_layers_in_seconds(tmp_path):
+    import time
+
+    started = time.time()
+    out = cli("model.architecture.num_hidden_layers=1000000")
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-2000:]
+    assert out.stderr.strip().count("\n") == 0 and "num_hidden_layers" in out.stderr
+    vit = cli(f"plan.config={_config_dir(tmp_path, {**QWEN, 'model_type': 'vit'})}")
+    assert vit.returncode == 2 and "'vit' is not one" in vit.stderr and "Traceback" not in vit.stderr
+    assert time.time() - started < 120

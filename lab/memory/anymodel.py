@@ -19,6 +19,7 @@ import torch
 from huggingface_hub import constants
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
 
+from lab.config import architecture_sizes
 from lab.errors import ConfigError
 from lab.memory.estimate import quiet_transformers
 
@@ -30,6 +31,9 @@ ENCODERS = ("bert", "roberta", "xlm-roberta")
 QUERY, KEY_PROJ, VALUE, OUT = ("q_proj", "query"), ("k_proj", "key"), ("v_proj", "value"), ("o_proj",)
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")  # name or org/name, as the hub spells them
 HEADS = ("lm_head", "classifier", "score", "out_proj", "pooler")
+# What an estimate cannot take from library defaults: a config.json without one would be planned as the
+# library's default model of that type (LLaMA's is 6.7 B parameters), silently.
+REQUIRED = ("hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size")
 
 
 def read_architecture(source: str, cache_dir: str | None = None) -> tuple[str, dict]:
@@ -41,6 +45,8 @@ def read_architecture(source: str, cache_dir: str | None = None) -> tuple[str, d
                 fields = json.load(f)
         except (OSError, json.JSONDecodeError) as err:
             raise ConfigError(KEY, source, f"a readable config.json ({type(err).__name__}: {err})") from None
+        if not isinstance(fields, dict):
+            raise ConfigError(KEY, source, f"a config.json holding one JSON object (this holds a {type(fields).__name__})")
         folder = os.path.basename(os.path.dirname(os.path.abspath(path)))
         return folder or "config", fields
     if not HUB_ID.fullmatch(source) or source.endswith(".json"):
@@ -75,8 +81,16 @@ def model_node(source: str, cache_dir: str | None = None) -> dict:
     name, fields = read_architecture(source, cache_dir)
     if "model_type" not in fields:
         raise ConfigError(KEY, source, "a config.json with a model_type (transformers' architecture name)")
+    if not isinstance(fields.get("model_type"), str):
+        raise ConfigError(KEY, source, "a config.json whose model_type is a name (e.g. llama)")
     arch = {k: v for k, v in fields.items() if k not in NOT_ARCHITECTURE and not k.startswith("_")}
     task = "cls" if arch["model_type"] in ENCODERS else "lm"
+    check_supported(arch["model_type"], task)
+    sizes = architecture_sizes(arch, KEY)  # before anything is built: 1e6 layers answer at once
+    missing = [key for key in REQUIRED if key not in sizes]
+    if missing:
+        raise ConfigError(KEY, source, f"a config.json that gives the sizes an estimate needs; it lacks "
+                                       f"{', '.join(missing)}")
     if "quantization_config" in arch:
         raise ConfigError(KEY, source, "an unquantized checkpoint's config (this one carries a "
                                        "quantization_config; QLoRA quantizes with method=qlora)")
@@ -86,6 +100,19 @@ def model_node(source: str, cache_dir: str | None = None) -> dict:
             "architecture": arch, "config_source": f"{source} (config.json)",
             "max_length": int(arch.get("max_position_embeddings") or 512), "head_modules": [],
             "target_sets": target_sets(names), "trust_remote_code": False}
+
+
+def check_supported(model_type: str, task: str) -> None:
+    """A text model lab can train: an encoder with a classification head or a causal LM (`vit`, `whisper`,
+    ... are named as not supported, not a traceback from transformers)."""
+    from transformers.models.auto.modeling_auto import (MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+                                                        MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES)
+
+    known = MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES if task == "cls" else MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+    if model_type not in known:
+        raise ConfigError(KEY, model_type, "a text model lab can train: an encoder (" + ", ".join(ENCODERS) + ") or "
+                          "a causal language model transformers knows (llama, mistral, qwen2, gpt2, ...); "
+                          f"{model_type!r} is not one")
 
 
 def linear_names(arch: dict, task: str) -> list[str]:
