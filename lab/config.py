@@ -27,6 +27,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from lab.errors import ConfigError
 from lab.paths import CONF_DIR, default_cache_dir, resolve_file, slug
+from lab.secrets import remember_secret_keys
 
 __all__ = ["ConfigError", "compose", "validate", "check_results_writable"]
 
@@ -300,6 +301,8 @@ def _merge_onto_schema(cfg: DictConfig) -> DictConfig:
     try:
         merged = OmegaConf.merge(OmegaConf.structured(RunSchema), cfg)
         OmegaConf.resolve(merged)
+        # A credential's value (hub.token=..., +dataset.hub.auth=...) is redacted wherever it turns up.
+        remember_secret_keys(OmegaConf.to_container(merged))
     except OmegaConfBaseException as err:
         key = getattr(err, "full_key", None) or "?"
         reason = str(err).splitlines()[0]

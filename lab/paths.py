@@ -13,6 +13,7 @@ import os
 import re
 
 from lab.errors import ConfigError
+from lab.secrets import redact_text
 
 PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
@@ -66,8 +67,8 @@ def slug(name) -> str:
     non-ASCII) becomes one `_`; leading dots are dropped (so no slug is `..` or a hidden folder) and
     the slug is cut at SLUG_MAX characters, so a run id stays well under the 255 bytes of a file name.
     Ordinary names (tiny-bert, movie-sentences, smollm2-135m) are their own slug, so their run ids never
-    moved. Two names with the same slug still get two run ids: the id's hash covers the real name,
+    moved. A secret's value inside a name (lab.secrets) becomes `_redacted_`, so no folder is named by one. Two names with the same slug still get two run ids: the id's hash covers the real name,
     which the record keeps.
     """
-    text = _UNSAFE.sub("_", str(name)).lstrip(".")[:SLUG_MAX]
+    text = _UNSAFE.sub("_", redact_text(str(name))).lstrip(".")[:SLUG_MAX]
     return text or "_"

@@ -27,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from lab import fingerprint
 from lab.paths import slug
+from lab.secrets import REDACTED, SECRET_KEY, redact, redact_text
 
 SCHEMA = 1
 RECORD_FILE = "result.json"
@@ -44,9 +45,6 @@ DESCRIPTIVE_METHOD_KEYS = ("label", "allows_4bit")
 # Method keys added after records existed, and the value every run before them had (or None): at that
 # value they stay out of the run id (semantic_config), and analysis reads a record without them so.
 METHOD_KEYS_BEFORE = {"scaling": "alpha_2r", "use_dora": False, "peft_type": "LORA", "capacity": "r", "peft": {}}
-# Key names that hold credentials (api_key, hub_token, secret, ...), but not model fields such as
-# num_key_value_heads or bos_token_id.
-SECRET_KEY = re.compile(r"(^|_)(api_?key|key|token|secret|password|passwd|credentials?)$", re.IGNORECASE)
 
 
 def semantic_config(cfg: DictConfig) -> dict:
@@ -212,7 +210,6 @@ def write_json_atomic(path: str, payload: dict) -> None:
 
 # `key=value` as Hydra writes overrides (overrides.yaml, hydra.yaml's task list and override_dirname).
 _OVERRIDE = re.compile(r"(?P<key>[+~]{0,2}[\w.\-/@]+)=(?P<value>[^,]*)")
-REDACTED = "<redacted>"
 
 
 # What a record cannot lose: the run's coordinates, outcome, metrics and timing (a few KB). On a full
@@ -249,11 +246,12 @@ def write_record(path: str, record: dict) -> dict:
 
 
 def scrub_overrides(text: str) -> str:
-    """Redact the value of every `key=value` override whose last key part names a credential."""
-    def redact(match):
+    """Redact the value of every `key=value` override whose last key part names a credential, and any
+    secret value (lab.secrets) wherever it stands."""
+    def by_key(match):
         key = match["key"].rsplit(".", 1)[-1]
         return f"{match['key']}={REDACTED}" if SECRET_KEY.search(key) else match[0]
-    return _OVERRIDE.sub(redact, text)
+    return redact_text(_OVERRIDE.sub(by_key, text))
 
 
 def scrub_hydra(value):
@@ -267,13 +265,14 @@ def scrub_hydra(value):
 
 
 def scrub_secrets(value):
-    """Drop values whose key names a credential, at any depth."""
+    """Drop values whose key names a credential, at any depth, and redact secret values (lab.secrets)
+    in every other string."""
     if isinstance(value, dict):
-        return {k: (REDACTED if SECRET_KEY.search(str(k)) and v is not None else scrub_secrets(v))
+        return {redact(k): (REDACTED if SECRET_KEY.search(str(k)) and v is not None else scrub_secrets(v))
                 for k, v in value.items()}
     if isinstance(value, list):
         return [scrub_secrets(v) for v in value]
-    return value
+    return redact(value)
 
 
 # ---- the record as a W&B run's summary (lab.tracking logs it; analysis.collect reads it back) -------

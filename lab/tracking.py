@@ -29,6 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 from lab.config import in_multirun
 from lab.record import scrub_overrides, scrub_secrets, summary_of
 from lab.sweep import saved_overrides
+from lab.secrets import redact_text
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +105,7 @@ class Tracker:
         try:
             self.mode = wandb_mode(cfg.logger.mode)
             rank = "" if cfg.rank is None else f"-r{cfg.rank}"
-            run, self.group = wandb_id(run_id), cfg.logger.group or group or run_id
+            run, self.group = wandb_id(run_id), redact_text(str(cfg.logger.group or group or run_id))
             if self.mode == "offline":
                 supersede_offline_runs(run)
             import wandb  # a second to import: only a run that logs to W&B needs it
@@ -112,9 +113,10 @@ class Tracker:
             with redacted_argv():
                 self.run = wandb.init(
                     project=cfg.logger.project, entity=cfg.logger.entity, mode=self.mode,
-                    name=f"{cfg.method.name}{rank}-{cfg.model.name}-{cfg.dataset.name}-s{cfg.seed}",
+                    name=redact_text(f"{cfg.method.name}{rank}-{cfg.model.name}-{cfg.dataset.name}-s{cfg.seed}"),
                     group=self.group, id=run, resume="allow",
-                    tags=[str(cfg.method.name), cfg.model.name, cfg.dataset.name, *cfg.logger.tags],
+                    tags=[redact_text(str(t)) for t in (cfg.method.name, cfg.model.name, cfg.dataset.name,
+                                                        *cfg.logger.tags)],
                     config=config, reinit="finish_previous",
                     settings=wandb.Settings(silent=True, init_timeout=cfg.logger.init_timeout),
                 )

@@ -32,6 +32,7 @@ from lab import distributed
 from lab import record as rec
 from lab.config import ConfigError, check_results_writable, in_multirun, validate
 from lab.paths import CONF_DIR
+from lab.secrets import RedactingFilter
 
 log = logging.getLogger("lab")
 # The exit status of `lab-train` for one run (README, "Exit codes"): 0 for ok and for a run skipped
@@ -41,6 +42,8 @@ EXIT_CODES = {"failed": 1, "invalid-config": 2, "oom": 3, "diverged": 4, "record
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
 def main(cfg: DictConfig) -> dict | None:
+    if not any(isinstance(f, RedactingFilter) for f in log.filters):
+        log.addFilter(RedactingFilter())  # the lab logger's lines (Hydra's job log, the console)
     redact_hydra_files()
     try:
         record = run(cfg)
@@ -180,7 +183,9 @@ def run_and_record(job, path: str, started: float) -> dict:
                         **time_split(job, started, now)}
     record["provenance"] = job.provenance()
     record["config"] = job.config
-    record["logging"] = job.close(record)  # the whole record goes to W&B: summary and result.json
+    # Secret values (lab.secrets) out of every field (a name, an error) before W&B or the disk see it.
+    record = rec.scrub_secrets(record)
+    record["logging"] = rec.scrub_secrets(job.close(record))  # the whole record goes to W&B: summary and result.json
     # The record first: on a full disk, it is what a run that trained must not lose.
     try:
         written = rec.write_record(path, record)

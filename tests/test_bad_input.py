@@ -475,3 +475,49 @@ def test_max_length_above_a_checkpoints_positions_is_a_config_error(tmp_path):
                 f"paths.results={tmp_path}")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert "model.max_length=600" in proc.stderr and "512 positions" in proc.stderr
+
+
+# ---- secrets redacted by value (issue 21) ----------------------------------------------------------------
+
+API_KEY = "0123456789abcdef0123456789abcdef01234567"  # 40 characters, as W&B's keys
+SERVICE_TOKEN = "svc-Secret-Token-0987654321"
+AUTH = "hub-auth-value-5555555555"
+
+
+def test_secrets_pulled_in_by_interpolation_reach_no_file_and_no_line(tmp_path):
+    env = {**os.environ, "WANDB_DIR": str(tmp_path / "wandb"), "WANDB_MODE": "offline", "PYTHONPATH": str(ROOT),
+           "WANDB_API_KEY": API_KEY, "MY_SERVICE_TOKEN": SERVICE_TOKEN}
+    (tmp_path / "wandb").mkdir()
+    args = [*BASE, "logger=wandb", "logger.mode=offline", "logger.group=${oc.env:WANDB_API_KEY}",
+            "logger.tags=[${oc.env:MY_SERVICE_TOKEN}]", "dataset.name=data-${oc.env:WANDB_API_KEY}",
+            f"+dataset.hub.auth={AUTH}", "+sweep.note=${dataset.hub.auth}", f"paths.results={tmp_path / 'results'}",
+            f"hydra.run.dir={tmp_path / 'outputs'}"]
+    proc = subprocess.run([sys.executable, "-m", "lab", *args], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    [stored] = (tmp_path / "results").glob("*/result.json")
+    record = json.loads(stored.read_text())
+    assert "_redacted_" in record["run_id"] and record["logging"]["group"] == "<redacted>"
+    assert record["config"]["dataset"]["hub"]["auth"] == "<redacted>"
+    assert list((tmp_path / "wandb").rglob("*.wandb"))  # W&B wrote its run: config, summary, tags, logs
+    for secret in (API_KEY, SERVICE_TOKEN, AUTH):
+        assert secret not in proc.stdout + proc.stderr
+        assert _assert_nowhere(tmp_path, secret) > 10
+    # A config error that would echo the secret names the key, not the value.
+    bad = subprocess.run([sys.executable, "-m", "lab", *BASE, "trainer.lr_scheduler=${oc.env:WANDB_API_KEY}",
+                          f"paths.results={tmp_path / 'bad'}", f"hydra.run.dir={tmp_path / 'bad-outputs'}"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=600, env=env)
+    assert bad.returncode == 2 and "trainer.lr_scheduler='<redacted>'" in bad.stderr, bad.stderr[-2000:]
+    assert API_KEY not in bad.stdout + bad.stderr and _assert_nowhere(tmp_path, API_KEY)
+
+
+def test_redaction_by_value_and_by_key(monkeypatch):
+    from lab import secrets
+
+    monkeypatch.setenv("SOME_API_KEY", "value-of-the-key-123")
+    monkeypatch.setenv("SHORT_TOKEN", "abc")  # too short to search for: never cut out of other words
+    assert rec.scrub_secrets({"name": "x-value-of-the-key-123-y", "hub": {"auth": "zzz"}, "n": "abc"}) == \
+        {"name": "x-<redacted>-y", "hub": {"auth": "<redacted>"}, "n": "abc"}
+    assert slug("data-value-of-the-key-123") == "data-_redacted_"
+    secrets.remember("remembered-credential")
+    assert "remembered-credential" not in str(ConfigError("k", "remembered-credential", "x"))
