@@ -404,3 +404,20 @@ def test_the_report_answers_bad_input_in_one_line(tmp_path, case):
     assert line.startswith("error:") and says[case] in line
     if case.startswith("out-"):
         assert "keep me" in (out.read_text() if out.is_file() else (out / "thesis.tex").read_text())
+
+
+def test_a_sweep_whose_runs_all_failed_gets_a_report_naming_them(tmp_path):
+    from omegaconf import OmegaConf
+
+    from lab.config import compose
+
+    config = OmegaConf.to_container(compose(["model=tiny-bert", "dataset=synthetic-cls", "logger=none"]), resolve=True)
+    for seed in range(3):
+        folder = tmp_path / "results" / f"lora-r8-s{seed}"
+        folder.mkdir(parents=True)
+        (folder / "result.json").write_text(json.dumps({
+            "run_id": f"lora-r8-s{seed}", "status": "failed", "method": "lora", "rank": 8, "model": "tiny-bert",
+            "dataset": "synthetic-cls", "seed": seed, "error": f"RuntimeError: boom {seed}", "config": config}))
+    built = report.main(["--results", str(tmp_path / "results"), "--out", str(tmp_path / "out"), "--wandb", "no"])
+    text = open(built["md"]).read()
+    assert "3 runs: 3 failed" in text and all(f"RuntimeError: boom {s}" in text for s in range(3))

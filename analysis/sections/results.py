@@ -86,7 +86,7 @@ def versus_full(cells: list[Cell]) -> pd.DataFrame:
 
 
 def caption(cells: list[Cell], metric: str, runs: pd.DataFrame) -> str:
-    test_rows = pd.to_numeric(runs.get("splits.test"), errors="coerce").dropna()
+    test_rows = pd.to_numeric(runs.get("splits.test", pd.Series(dtype=float)), errors="coerce").dropna()
     scores = [v for c in cells for v in c.scores().values()]
     text = (f"{metric_label(metric)} at each cell's learning rate chosen on the validation split; mean and 95% "
             "Student t interval over the seeds whose runs learned (n); collapsed runs are counted in the cell, "

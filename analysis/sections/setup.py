@@ -49,7 +49,7 @@ def training_length(runs: pd.DataFrame) -> str:
     for (epochs, batch), group in runs[by_epochs].groupby(["config.trainer.epochs", "config.trainer.batch_size"]):
         lines.append(f"{epochs:g} epochs x batch {int(batch)}")
     for (steps, batch), group in runs[~by_epochs].groupby(["config.trainer.max_steps", "config.trainer.batch_size"]):
-        train = pd.to_numeric(group.get("splits.train"), errors="coerce").dropna()
+        train = pd.to_numeric(group.get("splits.train", pd.Series(dtype=float)), errors="coerce").dropna()
         epochs = f" = {steps * batch / train.iloc[0]:.2f} epochs of {int(train.iloc[0]):,} rows" if len(train) else ""
         lines.append(f"{int(steps)} steps x batch {int(batch)} = {int(steps * batch):,} samples{epochs}")
     return "; ".join(lines) or "–"
