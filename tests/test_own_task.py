@@ -74,3 +74,23 @@ def test_a_second_task_gets_its_own_folders_and_leaves_the_first_alone(first, tm
     assert path.read_text() == before
     assert sorted(os.listdir(workdir / "multirun")) == ["method_comparison-gadget_reviews",
                                                        "method_comparison-kitchen_reviews"]
+
+
+def test_the_readmes_seed_override_works(tmp_path):
+    """Issue 21: the documented key (docs/data.md) for the seeds of this comparison, run as documented (one seed here, the
+    jobs short): Hydra takes it, and every method runs at exactly those seeds."""
+    import json
+    import re
+
+    readme = open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "data.md")).read()
+    [documented] = re.findall(r"\| `(\S+)=[\d,]+` \| the seeds \(default", readme)
+    write_csv(tmp_path / "tiny_reviews.csv", rows=120, seed=2)
+    fast = [o for o in FAST if not o.startswith("hydra.sweeper.params.seed")]
+    command = [sys.executable, "-m", "lab", "-m", "+sweep=method_comparison", "dataset=csv",
+               f"dataset.path={tmp_path / 'tiny_reviews.csv'}", "dataset.columns.text=review",
+               "dataset.columns.label=sentiment", *fast, "trainer.max_steps=2", f"{documented}=7"]
+    sweep = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=1200)
+    assert sweep.returncode == 0, sweep.stdout[-3000:] + sweep.stderr[-3000:]
+    summary = json.loads((tmp_path / "multirun" / "method_comparison-tiny_reviews" / "sweep_summary.json").read_text())
+    records = [json.load(open(job["record"])) for job in summary["jobs"]]
+    assert sorted((r["method"], r["seed"]) for r in records) == [("full", 7), ("lora", 7), ("qlora", 7)]
