@@ -124,9 +124,16 @@ def linear_names(arch: dict, task: str) -> list[str]:
             config = AutoConfig.for_model(model_type, **fields)
     except ValueError as err:
         raise ConfigError(KEY, model_type, f"a model_type this transformers knows ({err})") from None
+    except Exception as err:  # a field of the wrong kind for this architecture: the user's file, one line
+        raise ConfigError(KEY, model_type, f"fields transformers accepts for {model_type} "
+                                           f"({type(err).__name__}: {str(err).splitlines()[0][:200]})") from None
     auto = AutoModelForSequenceClassification if task == "cls" else AutoModelForCausalLM
-    with quiet_transformers(), torch.device("meta"):
-        model = auto.from_config(config)
+    try:
+        with quiet_transformers(), torch.device("meta"):
+            model = auto.from_config(config)
+    except Exception as err:  # sizes each in bounds that do not fit together (transformers says which)
+        raise ConfigError(KEY, model_type, f"an architecture transformers can build ({type(err).__name__}: "
+                                           f"{str(err).splitlines()[0][:200] if str(err) else ''})") from None
     names = []
     for full, module in model.named_modules():
         last = full.rsplit(".", 1)[-1]
