@@ -421,3 +421,20 @@ def test_a_sweep_whose_runs_all_failed_gets_a_report_naming_them(tmp_path):
     built = report.main(["--results", str(tmp_path / "results"), "--out", str(tmp_path / "out"), "--wandb", "no"])
     text = open(built["md"]).read()
     assert "3 runs: 3 failed" in text and all(f"RuntimeError: boom {s}" in text for s in range(3))
+
+
+def test_on_imbalanced_labels_the_report_leads_with_macro_f1_and_says_why(tmp_path):
+    records = cell_runs("lora", 8, {2e-3: (0.91, 0.90)}) + cell_runs("full", None, {2e-3: (0.92, 0.91)})
+    for r in records:
+        r["health_detail"]["majority_share"] = 0.9
+        r["metrics"].update(test_macro_f1=r["metrics"]["test_accuracy"] - 0.3,
+                            validation_macro_f1=r["metrics"]["validation_accuracy"] - 0.3)
+        r["config"]["trainer"]["epochs"] = None
+    frame = to_frame(records)
+    assert report.choose_metric(frame, "auto") == "test_macro_f1"
+    assert report.choose_metric(frame, "test_accuracy") == "test_accuracy"
+    built = report.build(Collection(frame), str(tmp_path / "out"), "imbalanced")
+    text = open(built["md"]).read()
+    assert built["metric"] == "test_macro_f1" and "imbalanced (the most frequent class is 90 %" in text
+    balanced = to_frame(cell_runs("lora", 8, {2e-3: (0.78, 0.77)}))
+    assert report.choose_metric(balanced, "auto") == "test_accuracy"
