@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> dict:
     built = build(collection, out, title, args.metric, sweep, notes, Rules(margin=args.margin))
     print(built["main_table"].to_markdown(index=False))
     if len(built["ledger"]):
-        print("\nMemory ledger, MB = 1e6 bytes (exact bytes counted on the first training step):\n")
+        print("\nMemory ledger, MB = 1e6 bytes (exact bytes counted on a probe step at the run's longest batch):\n")
         print(built["ledger"][["Cell", "Weights", "Gradients", "Optimizer state", "Saved activations",
                                "Ledger total"]].to_markdown(index=False))
     print(f"\nwrote {built['md']} and {built['html']}")

@@ -29,7 +29,7 @@ from transformers.integrations import WandbCallback
 from transformers.trainer_utils import get_last_checkpoint
 from transformers.utils import logging as hf_logging
 
-from lab import distributed, evaluation, health, methods, models
+from lab import distributed, evaluation, health, methods, models, rows
 from lab.callbacks import AdaLoraBudget, DivergenceGuard, Diverged, SpaceGuard, StepTimer
 from lab.config import hydra_mode
 from lab.data import load_task_data
@@ -91,7 +91,8 @@ class FineTune:
         with self.phase("evaluate"):
             metrics = self.evaluate()
             health = self.judge_health(metrics)
-        return {"metrics": metrics, **health, **self.measure()}
+            kept_rows = self.keep_rows()
+        return {"metrics": metrics, "rows": kept_rows, **health, **self.measure()}
 
     @contextmanager
     def phase(self, name: str):
@@ -162,6 +163,7 @@ class FineTune:
                                callbacks=[DivergenceGuard(), SpaceGuard(), self.probe, self.timer,
                                           *method_callbacks, *extra_callbacks])
         self.trainer.remove_callback(PrinterCallback)  # the record and the summary carry the numbers
+        self.probe.bind(self.trainer, ledger.probe_batch(self.tokenized["train"], self.collate, self.cfg.trainer.batch_size))
         return self.trainer
 
     # ---- train ------------------------------------------------------------------------------------
@@ -203,12 +205,19 @@ class FineTune:
         # W&B's callback would log the final passes under train/ (train/validation_loss); the tracker
         # puts them in the summary under validation/ and test/.
         self.trainer.pop_callback(WandbCallback)
-        metrics = evaluation.evaluate(self.trainer, self.tokenized, self.data, self.tokenizer, self.cfg, self.device)
+        metrics, self.row_outputs = evaluation.evaluate(self.trainer, self.tokenized, self.data, self.tokenizer,
+                                                        self.cfg, self.device)
         metrics["train_loss"] = self.whole_run_train_loss()
         losses = [e["loss"] for e in self.trainer.state.log_history if "loss" in e]
         metrics["first_logged_train_loss"] = losses[0] if losses else None
         metrics["last_logged_train_loss"] = losses[-1] if losses else None
         return metrics
+
+    def keep_rows(self) -> dict | None:
+        """The per-row outputs beside the record (lab.rows); the record's `rows` field (file, hash, counts)."""
+        if not self.launched.is_main:
+            return None
+        return rows.write_rows(os.path.join(self.cfg.paths.results, self.run_id), self.row_outputs)
 
     def whole_run_train_loss(self) -> float:
         """The mean train loss over every step of the run, a resumed one included.

@@ -261,7 +261,7 @@ def scrub_secrets(value):
 SUMMARY_FIELDS = ("run_id", "status", "error", "method", "rank", "model", "dataset", "seed", "health",
                   "health_detail", "params", "memory", "optimizer", "checks", "timing", "distributed",
                   "adapter_bytes_on_disk", "splits", "label_names", "precision", "compute_dtype", "provenance",
-                  "notes")
+                  "notes", "rows", "role", "convergence")
 # Record metrics whose W&B key is not `<split>/<name>`; `train/train_loss` is the Trainer's own name.
 METRIC_KEYS = {"train_loss": "train/train_loss", "first_logged_train_loss": "train/first_logged_loss",
                "last_logged_train_loss": "train/last_logged_loss", "generation_samples": "test/generation_samples"}
