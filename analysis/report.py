@@ -20,7 +20,8 @@ from analysis import cells as cellmod
 from analysis import document
 from analysis.collect import Collection, collect, filter_rows
 from analysis.rules import MARGIN, Rules
-from analysis.sections import answer, claims, curves, learning_rates, memory, pareto, published, results, runs, setup
+from analysis.sections import (answer, budget, claims, curves, learning_rates, memory, pareto, published, results,
+                               runs, setup)
 from lab.sweep import SUMMARY_FILE, grid_size, read_summary, summary_path
 
 
@@ -70,8 +71,8 @@ def build(collection: Collection, out: str, title: str, metric: str = "auto", sw
     sections = [setup.section(frame, rules), answer.section(cells, metric, rules),
                 results.section(cells, frame, metric, out),
                 claims_section,
-                learning_rates.section(cells, frame, sweep), runs.section(frame, metric, sweep_notes or [],
-                                                                        collection.problems),
+                learning_rates.section(cells, frame, sweep), budget.section(cells, metric, out),
+                runs.section(frame, metric, sweep_notes or [], collection.problems),
                 curves.section(cells, frame, out), memory.section(cells, out), pareto.section(cells, metric, out),
                 published.section(frame, cells)]
     paths = document.write(out, title, [s for s in sections if s is not None])

@@ -15,6 +15,7 @@ import hashlib
 import itertools
 import logging
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -24,12 +25,12 @@ import datasets
 import torch
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
-from transformers import PrinterCallback, Trainer, TrainerState, TrainingArguments, set_seed
+from transformers import EarlyStoppingCallback, PrinterCallback, Trainer, TrainerState, TrainingArguments, set_seed
 from transformers.integrations import WandbCallback
 from transformers.trainer_utils import get_last_checkpoint
 from transformers.utils import logging as hf_logging
 
-from lab import distributed, evaluation, health, methods, models, rows
+from lab import convergence, distributed, evaluation, health, methods, models, rows
 from lab.callbacks import AdaLoraBudget, DivergenceGuard, Diverged, SpaceGuard, StepTimer
 from lab.config import hydra_mode
 from lab.data import load_task_data
@@ -92,7 +93,8 @@ class FineTune:
             metrics = self.evaluate()
             health = self.judge_health(metrics)
             kept_rows = self.keep_rows()
-        return {"metrics": metrics, "rows": kept_rows, **health, **self.measure()}
+        return {"metrics": metrics, "rows": kept_rows, "convergence": self.judge_convergence(), **health,
+                **self.measure()}
 
     @contextmanager
     def phase(self, name: str):
@@ -157,10 +159,12 @@ class FineTune:
             if self.cfg.trainer.eval_steps and self.data.task == "cls" else None
         # A method whose adapter changes shape during training (AdaLoRA's rank budget) is driven by peft.
         method_callbacks = [AdaLoraBudget(self.model)] if self.cfg.method.peft_type == "ADALORA" else []
+        patience = self.cfg.trainer.early_stopping_patience
+        stopping = [EarlyStoppingCallback(early_stopping_patience=patience)] if patience else []
         self.trainer = Trainer(model=self.model, args=self.args, train_dataset=self.tokenized["train"],
                                eval_dataset=self.tokenized["validation"], data_collator=self.collate,
                                compute_metrics=scores,
-                               callbacks=[DivergenceGuard(), SpaceGuard(), self.probe, self.timer,
+                               callbacks=[DivergenceGuard(), SpaceGuard(), self.probe, self.timer, *stopping,
                                           *method_callbacks, *extra_callbacks])
         self.trainer.remove_callback(PrinterCallback)  # the record and the summary carry the numbers
         self.probe.bind(self.trainer, ledger.probe_batch(self.tokenized["train"], self.collate, self.cfg.trainer.batch_size))
@@ -188,6 +192,15 @@ class FineTune:
             self.resumed_at = TrainerState.load_from_json(os.path.join(resume, "trainer_state.json"))
         self.train_output = self.trainer.train(resume_from_checkpoint=resume)
         self.ran = distributed.what_ran(self.trainer, self.launched, self.cfg, self.notes)
+        self.discard_selection_checkpoints(output_dir)
+
+    def discard_selection_checkpoints(self, output_dir: str) -> None:
+        """Early stopping saves a checkpoint at each evaluation to go back to the best one; once the
+        best is loaded they are of no use, unless the run asked for checkpoints (trainer.save_steps)."""
+        if not self.cfg.trainer.early_stopping_patience or self.cfg.trainer.save_steps or not self.launched.is_main:
+            return
+        for folder in glob.glob(os.path.join(output_dir, "checkpoint-*")):
+            shutil.rmtree(folder, ignore_errors=True)
 
     def set_aside_partial_checkpoints(self, output_dir: str) -> None:
         """A checkpoint without trainer_state.json (its save was cut short: a full disk, a kill) cannot
@@ -239,6 +252,14 @@ class FineTune:
         if last < before:
             total += (before - last) * (total / last if last else self.train_output.training_loss)
         return (total + self.train_output.training_loss * session_steps) / (before + session_steps)
+
+    def judge_convergence(self) -> dict:
+        """Whether the run trained until its loss stopped falling (lab.convergence's rule)."""
+        state = self.trainer.state
+        metric = "accuracy" if self.data.task == "cls" else "loss"
+        return convergence.judge(state.log_history, metric, higher_is_better=metric != "loss",
+                                 patience=self.cfg.trainer.early_stopping_patience,
+                                 stopped_early=state.global_step < state.max_steps, steps=state.global_step)
 
     def judge_health(self, metrics: dict) -> dict:
         """`health` (learned / collapsed) and its evidence: lab.health's rules."""
@@ -389,8 +410,7 @@ def training_arguments(cfg: DictConfig, device: str, rid: str, report_to: list[s
         logging_nan_inf_filter=False,  # a NaN loss must reach DivergenceGuard, not be averaged away
         eval_strategy="steps" if t.eval_steps else "no",
         eval_steps=t.eval_steps,
-        save_strategy="steps" if t.save_steps else "no",
-        save_steps=t.save_steps,
+        **_checkpoints(cfg),
         save_total_limit=1,
         gradient_checkpointing=t.gradient_checkpointing,
         gradient_checkpointing_kwargs={"use_reentrant": False} if t.gradient_checkpointing else None,
@@ -407,6 +427,16 @@ def training_arguments(cfg: DictConfig, device: str, rid: str, report_to: list[s
         disable_tqdm=not _single_run_on_a_terminal(),
         dataloader_num_workers=0,
     )
+
+
+def _checkpoints(cfg: DictConfig) -> dict:
+    """Saving: every save_steps; with early stopping at every evaluation too (the best one is loaded at
+    the end, judged on validation: accuracy, or the loss of a causal LM)."""
+    t = cfg.trainer
+    if not t.early_stopping_patience:
+        return {"save_strategy": "steps" if t.save_steps else "no", "save_steps": t.save_steps}
+    return {"save_strategy": "steps", "save_steps": t.eval_steps, "load_best_model_at_end": True,
+            "metric_for_best_model": "accuracy" if cfg.model.task == "cls" else "loss"}
 
 
 def _single_run_on_a_terminal() -> bool:

@@ -49,8 +49,12 @@ SECRET_KEY = re.compile(r"(^|_)(api_?key|key|token|secret|password|passwd|creden
 
 
 def semantic_config(cfg: DictConfig) -> dict:
-    trainer = {k: v for k, v in OmegaConf.to_container(cfg.trainer, resolve=True).items()
-               if k not in NON_SEMANTIC_TRAINER_KEYS}
+    trainer = OmegaConf.to_container(cfg.trainer, resolve=True)
+    # With early stopping the evaluations decide the length: eval_steps is then part of the run.
+    observed = [k for k in NON_SEMANTIC_TRAINER_KEYS if not (k == "eval_steps" and trainer.get("early_stopping_patience"))]
+    trainer = {k: v for k, v in trainer.items() if k not in observed}
+    if trainer.get("early_stopping_patience") is None:
+        trainer.pop("early_stopping_patience", None)  # added after records existed: their ids hold
     if trainer.get("epochs") is not None:
         # Epochs decide the length, so max_steps must not split one training into several ids; it is
         # hashed as the default those runs were recorded with before, so that their ids hold.
@@ -80,6 +84,15 @@ def semantic_config(cfg: DictConfig) -> dict:
         out["distributed"] = {**OmegaConf.to_container(distributed, resolve=True),
                               "world_size": int(os.environ.get("WORLD_SIZE", 1))}
     return out
+
+
+def role(cfg: DictConfig) -> str | None:
+    """`tune` for a run at one of its sweep's tuning seeds (sweep.tune_seeds: they choose settings on
+    validation and are never reported), `report` for any other seed of such a sweep, else None."""
+    tune = OmegaConf.select(cfg, "sweep.tune_seeds")
+    if tune is None:
+        return None
+    return "tune" if int(cfg.seed) in {int(s) for s in tune} else "report"
 
 
 def run_id(cfg: DictConfig) -> str:
@@ -196,8 +209,8 @@ REDACTED = "<redacted>"
 
 # What a record cannot lose: the run's coordinates, outcome, metrics and timing (a few KB). On a full
 # disk the record is written with these alone (write_record).
-ESSENTIAL_FIELDS = ("schema", "run_id", "status", "method", "rank", "model", "dataset", "seed", "health", "error",
-                    "metrics", "params", "timing", "notes")
+ESSENTIAL_FIELDS = ("schema", "run_id", "status", "method", "rank", "model", "dataset", "seed", "role", "health",
+                    "error", "metrics", "params", "timing", "notes", "convergence")
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
 
