@@ -198,7 +198,7 @@ class TrainerSchema:
     lr_scheduler: LrScheduler = LrScheduler.linear
     # Steps between evaluations inside training; a number in (0, 1) is that share of the run's steps.
     eval_steps: Optional[Any] = None
-    # Stop when the validation score has not improved for this many evaluations, and keep the best
+    # Stop when the validation loss has not improved for this many evaluations, and keep the best
     # checkpoint (the length rule of sweeps/method_comparison.yaml); null: train to max_steps / epochs.
     early_stopping_patience: Optional[int] = None
     logging_steps: Optional[int] = None

@@ -2,7 +2,7 @@
 
 Two signs, from the Trainer's log history:
 - validation (when the run evaluated inside training): the run converged when early stopping ended
-  it (the validation score had not improved for `patience` evaluations), or when its best
+  it (the validation loss had not improved for `patience` evaluations), or when its best
   evaluation lies more than `patience` evaluations before its last one; it is "still improving"
   when the best evaluation is among the last `patience` (the last one, without a patience);
 - training loss: the least-squares slope of the logged loss over the last fifth of the steps

@@ -256,8 +256,7 @@ class FineTune:
     def judge_convergence(self) -> dict:
         """Whether the run trained until its loss stopped falling (lab.convergence's rule)."""
         state = self.trainer.state
-        metric = "accuracy" if self.data.task == "cls" else "loss"
-        return convergence.judge(state.log_history, metric, higher_is_better=metric != "loss",
+        return convergence.judge(state.log_history, "loss", higher_is_better=False,
                                  patience=self.cfg.trainer.early_stopping_patience,
                                  stopped_early=state.global_step < state.max_steps, steps=state.global_step)
 
@@ -430,13 +429,14 @@ def training_arguments(cfg: DictConfig, device: str, rid: str, report_to: list[s
 
 
 def _checkpoints(cfg: DictConfig) -> dict:
-    """Saving: every save_steps; with early stopping at every evaluation too (the best one is loaded at
-    the end, judged on validation: accuracy, or the loss of a causal LM)."""
+    """Saving: every save_steps; with early stopping at every evaluation too, and the best one by the
+    validation loss loaded at the end (the loss, not accuracy: it keeps falling while accuracy sits on a
+    plateau, and "trained until the loss stopped falling" is the length rule)."""
     t = cfg.trainer
     if not t.early_stopping_patience:
         return {"save_strategy": "steps" if t.save_steps else "no", "save_steps": t.save_steps}
     return {"save_strategy": "steps", "save_steps": t.eval_steps, "load_best_model_at_end": True,
-            "metric_for_best_model": "accuracy" if cfg.model.task == "cls" else "loss"}
+            "metric_for_best_model": "loss"}
 
 
 def _single_run_on_a_terminal() -> bool:

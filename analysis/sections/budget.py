@@ -17,15 +17,18 @@ from analysis.document import Section  # noqa: E402
 
 # Points of the budget at which the ranking is read: shares of the longest reported run's steps.
 BUDGET_POINTS = (0.25, 0.5, 0.75, 1.0)
-RULE = ("A run converged when early stopping ended it (validation had not improved for its patience) or its "
+RULE = ("A run converged when early stopping ended it (the validation loss had not improved for its patience) or its "
         "best evaluation lies further back than its patience; without evaluations, when its training loss fell "
         "by at most 10 % of its whole drop over the last fifth of its steps (least-squares slope; "
         "lab/convergence.py). Only the reported runs (the chosen learning rate, the reported seeds) are judged.")
 
 
 def _convergence(run: pd.Series) -> dict | None:
-    value = run.get("convergence")
-    return value if isinstance(value, dict) else None
+    """The record's `convergence` entry (flattened into `convergence.*` columns by analysis.collect)."""
+    entry = {key.removeprefix("convergence."): value for key, value in run.items() if key.startswith("convergence.")}
+    entry = {key: (None if not isinstance(value, (list, dict)) and pd.isna(value) else value)
+             for key, value in entry.items()}
+    return entry if entry.get("steps") is not None else None
 
 
 def table(cells: list[Cell]) -> pd.DataFrame:
@@ -58,22 +61,34 @@ def _evaluations(cell: Cell, metric: str) -> list[list[tuple[int, float]]]:
     return out
 
 
+def _finals(cell: Cell, metric: str) -> list[float | None]:
+    """Each reported run's final validation score: the model it ended with (the best checkpoint under
+    early stopping), which is what a run that stopped earlier offers at any later budget."""
+    column = f"metrics.validation_{metric}"
+    out = []
+    for curve, final in zip(cell.learned.get("curve", pd.Series(dtype=object)),
+                            cell.learned.get(column, pd.Series(dtype=float))):
+        if isinstance(curve, list) and any(f"eval_{metric}" in p for p in curve):
+            out.append(None if pd.isna(final) else cellmod.scaled(final, metric))
+    return out
+
+
 def budget_table(cells: list[Cell], metric: str) -> pd.DataFrame:
-    """Mean validation score per cell at shares of the budget: the last evaluation at or before each
-    point (a run that stopped early keeps its best model, so its score is carried to later points)."""
-    runs = {cell.label: _evaluations(cell, metric) for cell in cells}
-    longest = max((p[-1][0] for points in runs.values() for p in points), default=0)
+    """Mean validation score per cell at shares of the budget: each run's last evaluation at or before
+    each point, and past its end the model it ended with (the best checkpoint, for a run that stopped)."""
+    runs = {cell.label: (_evaluations(cell, metric), _finals(cell, metric)) for cell in cells}
+    longest = max((p[-1][0] for points, _ in runs.values() for p in points), default=0)
     if not longest:
         return pd.DataFrame()
     rows = []
-    for label, points in runs.items():
+    for label, (points, finals) in runs.items():
         if not points:
             continue
         row = {"Cell": label}
         for share in BUDGET_POINTS:
             step = round(share * longest)
-            seen = [[v for s, v in p if s <= step] for p in points]
-            scores = [v[-1] if v else None for v in seen]
+            scores = [final if step >= p[-1][0] else ([v for s, v in p if s <= step] or [None])[-1]
+                      for p, final in zip(points, finals)]
             kept = [v for v in scores if v is not None]
             row[f"step {step}"] = f"{sum(kept) / len(kept):.2f}" if kept else "–"
         rows.append(row)
