@@ -167,7 +167,8 @@ class FineTune:
                                callbacks=[DivergenceGuard(), SpaceGuard(), self.probe, self.timer, *stopping,
                                           *method_callbacks, *extra_callbacks])
         self.trainer.remove_callback(PrinterCallback)  # the record and the summary carry the numbers
-        self.probe.bind(self.trainer, ledger.probe_batch(self.tokenized["train"], self.collate, self.cfg.trainer.batch_size))
+        longest = ledger.probe_batch(self.tokenized["train"], self.collate, self.cfg.trainer.batch_size)
+        self.probe.bind(self.trainer, longest)
         return self.trainer
 
     # ---- train ------------------------------------------------------------------------------------

@@ -51,8 +51,9 @@ SECRET_KEY = re.compile(r"(^|_)(api_?key|key|token|secret|password|passwd|creden
 def semantic_config(cfg: DictConfig) -> dict:
     trainer = OmegaConf.to_container(cfg.trainer, resolve=True)
     # With early stopping the evaluations decide the length: eval_steps is then part of the run.
-    observed = [k for k in NON_SEMANTIC_TRAINER_KEYS if not (k == "eval_steps" and trainer.get("early_stopping_patience"))]
-    trainer = {k: v for k, v in trainer.items() if k not in observed}
+    stops_early = bool(trainer.get("early_stopping_patience"))
+    trainer = {k: v for k, v in trainer.items()
+               if k not in NON_SEMANTIC_TRAINER_KEYS or (k == "eval_steps" and stops_early)}
     if trainer.get("early_stopping_patience") is None:
         trainer.pop("early_stopping_patience", None)  # added after records existed: their ids hold
     if trainer.get("epochs") is not None:
