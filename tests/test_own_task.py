@@ -139,7 +139,7 @@ def test_a_second_task_gets_its_own_folders_and_a_run_cut_short_is_flagged(first
     workdir, path = first
     before = path.read_text()
     write_csv(workdir / "kitchen_reviews.csv", rows=300, seed=1)
-    short = ["model=tiny-bert", "trainer.batch_size=32", "trainer.epochs=2", "trainer.early_stopping_patience=50",
+    short = ["model=tiny-bert", "trainer.batch_size=32", "trainer.epochs=6", "trainer.early_stopping_patience=50",
              "hydra.sweeper.groups=[{method:full,method.learning_rate:'3e-3'}]", "hydra.sweeper.bracket.max_rounds=0",
              "hydra.sweeper.bracket.confirm_seeds='0'", "sweep.report_seeds=[0]", "hydra/launcher=basic",
              "logger=none"]

@@ -34,7 +34,8 @@ def _convergence(run: pd.Series) -> dict | None:
 def table(cells: list[Cell]) -> pd.DataFrame:
     rows = []
     for cell in cells:
-        judged = [c for c in map(_convergence, (r for _, r in cell.learned.iterrows())) if c is not None]
+        # Every reported run at the chosen rate, a collapsed one too: a budget too short may be why.
+        judged = [c for c in map(_convergence, (r for _, r in cell.chosen_runs.iterrows())) if c is not None]
         if not judged:
             continue
         missed = [c for c in judged if c.get("converged") is False]
