@@ -155,14 +155,14 @@ class Tracker:
         artifact = wandb.Artifact(f"result-{self.run.id}", type="result",
                                   metadata={"run_id": record["run_id"], "status": record.get("status"),
                                             "rows_sha256": kept_rows.get("sha256")})
-        if kept_rows.get("file"):
-            artifact.add_file(os.path.join(self.run_dir, kept_rows["file"]), name=kept_rows["file"])
         with tempfile.TemporaryDirectory(prefix="lab-record-") as folder:
             path = os.path.join(folder, "result.json")
             with open(path, "w") as f:
                 json.dump(scrub_secrets(record), f, indent=2, default=str)
             # add_file copies the file into W&B's staging area (policy "mutable"): the folder may go.
             artifact.add_file(path, name="result.json")
+            if kept_rows.get("file"):
+                artifact.add_file(os.path.join(self.run_dir, kept_rows["file"]), name=kept_rows["file"])
             self.run.log_artifact(artifact)
 
     def info(self) -> dict:
