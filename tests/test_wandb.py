@@ -123,7 +123,8 @@ def test_sweep_runs_are_their_records_in_wandb_one_per_run_id_after_kill_and_rer
         assert len([p for p in run.history if "train/loss" in p]) == 2  # 8 steps, logged every 4 (FAST)
         assert not any(key.startswith("train/validation") for point in run.history for key in point)
         (artifact,) = run.artifacts
-        assert (artifact["name"], artifact["type"], artifact["files"]) == (f"result-{run.id}", "result", ["result.json"])
+        assert (artifact["name"], artifact["type"], artifact["files"]) == (f"result-{run.id}", "result",
+                                                                          ["result.json", "rows.parquet"])
         assert json.loads(Path(artifact["local_paths"][0]).read_text())["curve"] == record["curve"]
 
 
