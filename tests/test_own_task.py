@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis import selection
+from lab import selection
 
 # What the README's first-look command adds to stay a test: the tiny model and learning-rate grids that
 # suit it (a random-init model wants larger rates than the pretrained defaults), two reported seeds,
