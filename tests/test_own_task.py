@@ -17,12 +17,12 @@ from lab import selection
 
 # What the README's first-look command adds to stay a test: the tiny model and learning-rate grids that
 # suit it (a random-init model wants larger rates than the pretrained defaults), two reported seeds,
-# jobs in one process. The cap (8 epochs of 9 steps) and the quick variant's patience (3 evaluations,
+# two jobs at a time, each in its process (the sweep's launcher). The cap (8 epochs of 9 steps) and the quick variant's patience (3 evaluations,
 # each 5 % of the cap) are the length rule.
 GRIDS = "[{method:full,method.learning_rate:'1e-3,3e-3'},{method:'lora,qlora',rank:8,method.learning_rate:'1e-2,3e-2'}]"
 FAST = ["model=tiny-bert", "trainer.batch_size=32", "trainer.epochs=8", "trainer.logging_steps=3",
         f"hydra.sweeper.groups={GRIDS}", "hydra.sweeper.bracket.confirm_seeds='0,1'", "sweep.report_seeds=[0,1]",
-        "hydra/launcher=basic", "logger=none"]
+        "logger=none"]
 SWEEP = "method_comparison_quick"
 
 
@@ -141,7 +141,7 @@ def test_a_second_task_gets_its_own_folders_and_a_run_cut_short_is_flagged(first
     write_csv(workdir / "kitchen_reviews.csv", rows=300, seed=1)
     short = ["model=tiny-bert", "trainer.batch_size=32", "trainer.epochs=6", "trainer.early_stopping_patience=50",
              "hydra.sweeper.groups=[{method:full,method.learning_rate:'3e-3'}]", "hydra.sweeper.bracket.max_rounds=0",
-             "hydra.sweeper.bracket.confirm_seeds='0'", "sweep.report_seeds=[0]", "hydra/launcher=basic",
+             "hydra.sweeper.bracket.confirm_seeds='0'", "sweep.report_seeds=[0]",
              "logger=none"]
     second = compare(workdir, workdir / "kitchen_reviews.csv", short)
     assert second.parent.name == f"{SWEEP}-kitchen_reviews" and second.exists()
