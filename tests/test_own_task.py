@@ -17,8 +17,8 @@ from lab import selection
 
 # What the README's first-look command adds to stay a test: the tiny model and learning-rate grids that
 # suit it (a random-init model wants larger rates than the pretrained defaults), two reported seeds,
-# two jobs at a time, each in its process (the sweep's launcher). The cap (8 epochs of 9 steps) and the quick variant's patience (3 evaluations,
-# each 5 % of the cap) are the length rule.
+# two jobs at a time, each in its process (the sweep's launcher). The cap (8 epochs of 9 steps) and the
+# quick variant's patience (3 evaluations, each 5 % of the cap) are the length rule.
 GRIDS = "[{method:full,method.learning_rate:'1e-3,3e-3'},{method:'lora,qlora',rank:8,method.learning_rate:'1e-2,3e-2'}]"
 FAST = ["model=tiny-bert", "trainer.batch_size=32", "trainer.epochs=8", "trainer.logging_steps=3",
         f"hydra.sweeper.groups={GRIDS}", "hydra.sweeper.bracket.confirm_seeds='0,1'", "sweep.report_seeds=[0,1]",
