@@ -189,14 +189,24 @@ def build(runs: pd.DataFrame, metric: str) -> list[Cell]:
 
 
 def _cell(key: dict, group: pd.DataFrame, metric: str) -> Cell:
-    lrs = sorted(group["lr"].dropna().unique())
-    if len(lrs) <= 1:
+    tuning, reported = split_roles(group)
+    lrs = sorted(tuning["lr"].dropna().unique())
+    if len(lrs) <= 1 and tuning is reported:
         choice = selection.Choice(lrs[0] if lrs else None, lrs)
         return Cell(key, group, metric, choice, tuned=False, chosen_runs=group)
-    by_value = {lr: _trials(group[group["lr"] == lr], metric) for lr in lrs}
+    by_value = {lr: _trials(tuning[tuning["lr"] == lr], metric) for lr in lrs}
     choice = selection.choose(by_value, higher_is_better(metric))
-    chosen = group[group["lr"] == choice.chosen] if choice.chosen is not None else group.iloc[0:0]
+    chosen = reported[reported["lr"] == choice.chosen] if choice.chosen is not None else group.iloc[0:0]
     return Cell(key, group, metric, choice, tuned=True, chosen_runs=chosen)
+
+
+def split_roles(group: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(the runs that choose, the runs that may be reported). A sweep that declares tuning seeds
+    (the record's `role`: lab.record.role) chooses on them alone and reports only its other seeds;
+    without roles, every run does both (the choice uses the seeds every rate ran, selection.choose)."""
+    if "role" not in group or not group["role"].eq("tune").any():
+        return group, group
+    return group[group["role"] == "tune"], group[group["role"] != "tune"]
 
 
 def _trials(runs: pd.DataFrame, metric: str) -> list[selection.Trial]:

@@ -31,7 +31,8 @@ from lab.record import METHOD_KEYS_BEFORE, STATUSES, record_from_summary
 SHARED_SETTING_KEYS = [
     "config.trainer.max_steps", "config.trainer.epochs", "config.trainer.batch_size",
     "config.trainer.weight_decay", "config.trainer.warmup_ratio", "config.trainer.lr_scheduler",
-    "config.trainer.gradient_checkpointing", "config.trainer.precision", "config.model.max_length",
+    "config.trainer.gradient_checkpointing", "config.trainer.precision", "config.trainer.early_stopping_patience",
+    "config.model.max_length",
     "config.dataset.sizes.train", "config.dataset.sizes.validation", "config.dataset.sizes.test",
     "config.dataset.data_seed", "provenance.device",
 ]

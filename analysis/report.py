@@ -22,7 +22,8 @@ from analysis.collect import Collection, collect, filter_rows
 from analysis.rules import MARGIN, Rules
 from lab.errors import ConfigError
 from lab.health import IMBALANCED
-from analysis.sections import answer, claims, curves, learning_rates, memory, pareto, published, results, runs, setup
+from analysis.sections import (answer, budget, claims, curves, learning_rates, memory, pareto, published, results,
+                               runs, setup)
 from lab.sweep import SUMMARY_FILE, grid_size, read_summary, summary_path
 
 
@@ -99,7 +100,7 @@ def _build_into(out: str, collection: Collection, title: str, metric: str, sweep
         answer_section.parts.insert(0, imbalance_note(frame, metric))
     sections = [setup.section(frame, rules), answer_section, results.section(cells, frame, metric, out),
                 claims_section,
-                learning_rates.section(cells, frame, sweep),
+                learning_rates.section(cells, frame, sweep), budget.section(cells, metric, out),
                 runs.section(frame, metric, (sweep_notes or []) + collection.notes, collection.problems),
                 curves.section(cells, frame, out), memory.section(cells, out), pareto.section(cells, metric, out),
                 published.section(frame, cells)]
@@ -151,7 +152,7 @@ def main(argv: list[str] | None = None) -> dict:
     built = build(collection, out, title, args.metric, sweep, notes, Rules(margin=args.margin))
     print(built["main_table"].to_markdown(index=False))
     if len(built["ledger"]):
-        print("\nMemory ledger, MB = 1e6 bytes (exact bytes counted on the first training step):\n")
+        print("\nMemory ledger, MB = 1e6 bytes (exact bytes counted on a probe step at the run's longest batch):\n")
         print(built["ledger"][["Cell", "Weights", "Gradients", "Optimizer state", "Saved activations",
                                "Ledger total"]].to_markdown(index=False))
     print(f"\nwrote {built['md']} and {built['html']}")

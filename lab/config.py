@@ -202,7 +202,11 @@ class TrainerSchema:
     warmup_ratio: float = 0.0
     max_grad_norm: Optional[float] = 1.0
     lr_scheduler: LrScheduler = LrScheduler.linear
-    eval_steps: Optional[int] = None
+    # Steps between evaluations inside training; a number in (0, 1) is that share of the run's steps.
+    eval_steps: Optional[Any] = None
+    # Stop when the validation loss has not improved for this many evaluations, and keep the best
+    # checkpoint (the length rule of sweeps/method_comparison.yaml); null: train to max_steps / epochs.
+    early_stopping_patience: Optional[int] = None
     logging_steps: Optional[int] = None
     gradient_checkpointing: bool = False
     precision: Precision = Precision.auto
@@ -541,15 +545,27 @@ def _check_trainer(merged: DictConfig) -> None:
     _positive_finite("trainer.learning_rate", trainer.learning_rate)
     if trainer.max_grad_norm is not None and not (trainer.max_grad_norm > 0 and math.isfinite(trainer.max_grad_norm)):
         raise ConfigError("trainer.max_grad_norm", trainer.max_grad_norm, "a finite number > 0, or null for no clipping")
-    for key in ("eval_steps", "save_steps", "threads", "logging_steps"):
+    for key in ("save_steps", "threads", "logging_steps", "early_stopping_patience"):
         if trainer[key] is not None:
             _positive_int(f"trainer.{key}", trainer[key])
+    _check_eval_steps(trainer.eval_steps)
+    if trainer.early_stopping_patience is not None and trainer.eval_steps is None:
+        raise ConfigError("trainer.eval_steps", None, "a number of steps (or a share of them in (0, 1)) when "
+                          "trainer.early_stopping_patience is set: early stopping reads the evaluations")
     # transformers 5 reads a warm-up below 1 as a share of the steps and 1 or more as a step count:
     # a ratio must stay below 1 to mean what its name says.
     if not 0 <= trainer.warmup_ratio < 1:
         raise ConfigError("trainer.warmup_ratio", trainer.warmup_ratio, "a share of the training steps in [0, 1)")
     if not (trainer.weight_decay >= 0 and math.isfinite(trainer.weight_decay)):
         raise ConfigError("trainer.weight_decay", trainer.weight_decay, "a finite number >= 0")
+
+
+def _check_eval_steps(value: Any) -> None:
+    if value is None or (isinstance(value, float) and 0 < value < 1):
+        return
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    _positive_int("trainer.eval_steps", value)
 
 
 def _check_distributed(merged: DictConfig) -> None:

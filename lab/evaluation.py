@@ -5,47 +5,85 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pandas as pd
 import torch
 from omegaconf import DictConfig
 from transformers.trainer_utils import PredictionOutput
 
 from lab import metrics as shipped
 from lab.methods import dequantized_merged_copy
+from lab.rows import SPLITS, row_ids
 
 
-def evaluate(trainer, tokenized, data, tokenizer, cfg: DictConfig, device: str,
-             predictions: dict | None = None) -> dict:
-    """The held-out metrics; for classification, each split's predicted labels go into `predictions`
-    (the run's health is judged on the validation ones)."""
-    out = {}
-    if data.task == "cls":
+def evaluate(trainer, tokenized, data, tokenizer, cfg: DictConfig, device: str) -> tuple[dict, pd.DataFrame]:
+    """The held-out metrics, and the per-row outputs they were computed from (lab.rows' columns).
+
+    One pass per split: the rows come from the same predictions as the metrics, so a metric
+    recomputed from the rows is the metric.
+    """
+    out, rows = {}, []
+    for split in SPLITS:
         # Validation scores too: choosing a setting (e.g. the learning rate) by them keeps the test split unseen.
-        for split in ("validation", "test"):
-            out.update(_classification_scores(trainer, tokenized[split], split, len(data.label_names), predictions))
-    else:
-        # evaluate, not predict: an LM needs only the loss, and predict keeps every vocabulary-wide logit.
-        out["validation_loss"] = trainer.evaluate(tokenized["validation"], metric_key_prefix="validation")[
-            "validation_loss"]
-        out["test_loss"] = trainer.evaluate(tokenized["test"], metric_key_prefix="test")["test_loss"]
-        out["validation_perplexity"] = _perplexity(out["validation_loss"])
-        out["test_perplexity"] = _perplexity(out["test_loss"])
-        if cfg.dataset.generation_samples:
-            out.update(generation_metrics(trainer.model, data, tokenizer, cfg, device))
-    return out
+        ids = row_ids(split_texts(data.splits[split], data.task))
+        if data.task == "cls":
+            scores, frame = _classification_scores(trainer, tokenized[split], split, len(data.label_names))
+        else:
+            scores, frame = _language_model_scores(trainer, tokenized[split], split)
+        out.update(scores)
+        rows.append(frame.assign(split=split, row_id=ids))
+    if data.task != "cls" and cfg.dataset.generation_samples:
+        out.update(generation_metrics(trainer.model, data, tokenizer, cfg, device))
+    return out, pd.concat(rows, ignore_index=True)
 
 
-def _classification_scores(trainer, split_data, split: str, num_labels: int, kept: dict | None = None) -> dict:
+def split_texts(split_data, task: str) -> list[str]:
+    """What a row's id is made of: its input text (a sentence pair joined by a tab; prompt and response)."""
+    if task == "cls":
+        pairs = split_data["text_pair"] if "text_pair" in split_data.column_names else None
+        texts = split_data["text"]
+        return [f"{t}\t{p}" for t, p in zip(texts, pairs)] if pairs is not None else list(texts)
+    return [f"{p}\n{r}" for p, r in zip(split_data["prompt"], split_data["response"])]
+
+
+def _classification_scores(trainer, split_data, split: str, num_labels: int) -> tuple[dict, pd.DataFrame]:
     prediction = predict_by_length(trainer, split_data, split)
-    predicted = np.argmax(prediction.predictions, axis=-1).tolist()
+    logits = torch.as_tensor(prediction.predictions).float()
+    predicted = logits.argmax(-1).tolist()
     references = prediction.label_ids.tolist()
-    if kept is not None:
-        kept[split] = (predicted, references)
+    p_gold = torch.softmax(logits, -1).gather(1, torch.as_tensor(references).view(-1, 1)).squeeze(1)
+    frame = pd.DataFrame({"gold": references, "pred": predicted, "p_gold": p_gold.numpy()})
+    frame["correct"] = frame["gold"] == frame["pred"]
     return {
         f"{split}_loss": prediction.metrics[f"{split}_loss"],
         f"{split}_accuracy": shipped.load("accuracy").compute(predictions=predicted, references=references)["accuracy"],
         f"{split}_macro_f1": shipped.load("macro_f1").compute(
             predictions=predicted, references=references, labels=list(range(num_labels)))["macro_f1"],
-    }
+    }, frame
+
+
+def _row_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Per row of a causal-LM batch: (summed token cross-entropy, tokens), over the positions the
+    model's own loss counts (next-token targets that are not the ignore index)."""
+    targets = labels[:, 1:]
+    losses = torch.nn.functional.cross_entropy(logits[:, :-1].float().transpose(1, 2), targets,
+                                               ignore_index=-100, reduction="none")
+    counted = (targets != -100)
+    return torch.stack([losses.sum(1), counted.sum(1).float()], dim=1)
+
+
+def _language_model_scores(trainer, split_data, split: str) -> tuple[dict, pd.DataFrame]:
+    # predict keeps every vocabulary-wide logit of a split: each batch is reduced to its rows'
+    # losses first (the Trainer's preprocess_logits_for_metrics hook), in the pass that scores the loss.
+    kept = trainer.preprocess_logits_for_metrics
+    trainer.preprocess_logits_for_metrics = _row_losses
+    try:
+        prediction = predict_by_length(trainer, split_data, split)
+    finally:
+        trainer.preprocess_logits_for_metrics = kept
+    summed, tokens = np.asarray(prediction.predictions, dtype=np.float64).T
+    frame = pd.DataFrame({"loss": summed / np.maximum(tokens, 1), "tokens": tokens.astype(int)})
+    loss = prediction.metrics[f"{split}_loss"]
+    return {f"{split}_loss": loss, f"{split}_perplexity": _perplexity(loss)}, frame
 
 
 def predict_by_length(trainer, split_data, split: str) -> PredictionOutput:

@@ -15,6 +15,7 @@ import hashlib
 import itertools
 import logging
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -24,12 +25,12 @@ import datasets
 import torch
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
-from transformers import PrinterCallback, Trainer, TrainerState, TrainingArguments, set_seed
+from transformers import EarlyStoppingCallback, PrinterCallback, Trainer, TrainerState, TrainingArguments, set_seed
 from transformers.integrations import WandbCallback
 from transformers.trainer_utils import get_last_checkpoint
 from transformers.utils import logging as hf_logging
 
-from lab import distributed, evaluation, health, methods, models
+from lab import convergence, distributed, evaluation, health, methods, models, rows
 from lab.callbacks import AdaLoraBudget, DivergenceGuard, Diverged, SpaceGuard, StepTimer
 from lab.config import ConfigError, check_max_length, hydra_mode
 from lab.data import load_task_data
@@ -93,7 +94,9 @@ class FineTune:
         with self.phase("evaluate"):
             metrics = self.evaluate()
             health = self.judge_health(metrics)
-        return {"metrics": metrics, **health, **self.measure()}
+            kept_rows = self.keep_rows()
+        return {"metrics": metrics, "rows": kept_rows, "convergence": self.judge_convergence(), **health,
+                **self.measure()}
 
     @contextmanager
     def phase(self, name: str):
@@ -163,12 +166,16 @@ class FineTune:
             if self.cfg.trainer.eval_steps and self.data.task == "cls" else None
         # A method whose adapter changes shape during training (AdaLoRA's rank budget) is driven by peft.
         method_callbacks = [AdaLoraBudget(self.model)] if self.cfg.method.peft_type == "ADALORA" else []
+        patience = self.cfg.trainer.early_stopping_patience
+        stopping = [EarlyStoppingCallback(early_stopping_patience=patience)] if patience else []
         self.trainer = Trainer(model=self.model, args=self.args, train_dataset=self.tokenized["train"],
                                eval_dataset=self.tokenized["validation"], data_collator=self.collate,
                                compute_metrics=scores,
-                               callbacks=[DivergenceGuard(), SpaceGuard(), self.probe, self.timer,
+                               callbacks=[DivergenceGuard(), SpaceGuard(), self.probe, self.timer, *stopping,
                                           *method_callbacks, *extra_callbacks])
         self.trainer.remove_callback(PrinterCallback)  # the record and the summary carry the numbers
+        longest = ledger.probe_batch(self.tokenized["train"], self.collate, self.cfg.trainer.batch_size)
+        self.probe.bind(self.trainer, longest)
         return self.trainer
 
     # ---- train ------------------------------------------------------------------------------------
@@ -194,6 +201,15 @@ class FineTune:
             self.resumed_at = TrainerState.load_from_json(os.path.join(resume, "trainer_state.json"))
         self.train_output = self.trainer.train(resume_from_checkpoint=resume)
         self.ran = distributed.what_ran(self.trainer, self.launched, self.cfg, self.notes)
+        self.discard_selection_checkpoints(output_dir)
+
+    def discard_selection_checkpoints(self, output_dir: str) -> None:
+        """Early stopping saves a checkpoint at each evaluation to go back to the best one; once the
+        best is loaded they are of no use, unless the run asked for checkpoints (trainer.save_steps)."""
+        if not self.cfg.trainer.early_stopping_patience or self.cfg.trainer.save_steps or not self.launched.is_main:
+            return
+        for folder in glob.glob(os.path.join(output_dir, "checkpoint-*")):
+            shutil.rmtree(folder, ignore_errors=True)
 
     def set_aside_partial_checkpoints(self, output_dir: str) -> None:
         """A checkpoint without trainer_state.json (its save was cut short: a full disk, a kill) cannot
@@ -211,14 +227,19 @@ class FineTune:
         # W&B's callback would log the final passes under train/ (train/validation_loss); the tracker
         # puts them in the summary under validation/ and test/.
         self.trainer.pop_callback(WandbCallback)
-        self.predictions: dict = {}
-        metrics = evaluation.evaluate(self.trainer, self.tokenized, self.data, self.tokenizer, self.cfg, self.device,
-                                      self.predictions)
+        metrics, self.row_outputs = evaluation.evaluate(self.trainer, self.tokenized, self.data, self.tokenizer,
+                                                        self.cfg, self.device)
         metrics["train_loss"] = self.whole_run_train_loss()
         losses = [e["loss"] for e in self.trainer.state.log_history if "loss" in e]
         metrics["first_logged_train_loss"] = losses[0] if losses else None
         metrics["last_logged_train_loss"] = losses[-1] if losses else None
         return metrics
+
+    def keep_rows(self) -> dict | None:
+        """The per-row outputs beside the record (lab.rows); the record's `rows` field (file, hash, counts)."""
+        if not self.launched.is_main:
+            return None
+        return rows.write_rows(os.path.join(self.cfg.paths.results, self.run_id), self.row_outputs)
 
     def whole_run_train_loss(self) -> float:
         """The mean train loss over every step of the run, a resumed one included.
@@ -241,11 +262,19 @@ class FineTune:
             total += (before - last) * (total / last if last else self.train_output.training_loss)
         return (total + self.train_output.training_loss * session_steps) / (before + session_steps)
 
+    def judge_convergence(self) -> dict:
+        """Whether the run trained until its loss stopped falling (lab.convergence's rule)."""
+        state = self.trainer.state
+        return convergence.judge(state.log_history, "loss", higher_is_better=False,
+                                 patience=self.cfg.trainer.early_stopping_patience,
+                                 stopped_early=state.global_step < state.max_steps, steps=state.global_step)
+
     def judge_health(self, metrics: dict) -> dict:
         """`health` (learned / collapsed) and its evidence: lab.health's rules, on the validation split
         (never test: health decides which runs a learning-rate choice may use)."""
         if self.data.task == "cls":
-            predicted, labels = self.predictions["validation"]
+            validation = self.row_outputs[self.row_outputs["split"] == "validation"]
+            predicted, labels = validation["pred"].tolist(), validation["gold"].tolist()
             return health.classification(predicted, labels, self.data.splits["train"]["label"], self.final_train_loss())
         return health.language_model(metrics["validation_loss"], self.untrained_validation_loss)
 
@@ -390,8 +419,7 @@ def training_arguments(cfg: DictConfig, device: str, rid: str, report_to: list[s
         logging_nan_inf_filter=False,  # a NaN loss must reach DivergenceGuard, not be averaged away
         eval_strategy="steps" if t.eval_steps else "no",
         eval_steps=t.eval_steps,
-        save_strategy="steps" if t.save_steps else "no",
-        save_steps=t.save_steps,
+        **_checkpoints(cfg),
         save_total_limit=1,
         gradient_checkpointing=t.gradient_checkpointing,
         gradient_checkpointing_kwargs={"use_reentrant": False} if t.gradient_checkpointing else None,
@@ -408,6 +436,17 @@ def training_arguments(cfg: DictConfig, device: str, rid: str, report_to: list[s
         disable_tqdm=not _single_run_on_a_terminal(),
         dataloader_num_workers=0,
     )
+
+
+def _checkpoints(cfg: DictConfig) -> dict:
+    """Saving: every save_steps; with early stopping at every evaluation too, and the best one by the
+    validation loss loaded at the end (the loss, not accuracy: it keeps falling while accuracy sits on a
+    plateau, and "trained until the loss stopped falling" is the length rule)."""
+    t = cfg.trainer
+    if not t.early_stopping_patience:
+        return {"save_strategy": "steps" if t.save_steps else "no", "save_steps": t.save_steps}
+    return {"save_strategy": "steps", "save_steps": t.eval_steps, "load_best_model_at_end": True,
+            "metric_for_best_model": "loss"}
 
 
 def _single_run_on_a_terminal() -> bool:

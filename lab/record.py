@@ -48,8 +48,13 @@ METHOD_KEYS_BEFORE = {"scaling": "alpha_2r", "use_dora": False, "peft_type": "LO
 
 
 def semantic_config(cfg: DictConfig) -> dict:
-    trainer = {k: v for k, v in OmegaConf.to_container(cfg.trainer, resolve=True).items()
-               if k not in NON_SEMANTIC_TRAINER_KEYS}
+    trainer = OmegaConf.to_container(cfg.trainer, resolve=True)
+    # With early stopping the evaluations decide the length: eval_steps is then part of the run.
+    stops_early = bool(trainer.get("early_stopping_patience"))
+    trainer = {k: v for k, v in trainer.items()
+               if k not in NON_SEMANTIC_TRAINER_KEYS or (k == "eval_steps" and stops_early)}
+    if trainer.get("early_stopping_patience") is None:
+        trainer.pop("early_stopping_patience", None)  # added after records existed: their ids hold
     if trainer.get("epochs") is not None:
         # Epochs decide the length, so max_steps must not split one training into several ids; it is
         # hashed as the default those runs were recorded with before, so that their ids hold.
@@ -99,6 +104,15 @@ def data_identity(cfg: DictConfig) -> dict | None:
     if cfg.dataset.get("source") != "file":
         return None
     return fingerprint.identity(cfg.dataset.path or "", OmegaConf.select(cfg, "paths.cache"))
+
+
+def role(cfg: DictConfig) -> str | None:
+    """`tune` for a run at one of its sweep's tuning seeds (sweep.tune_seeds: they choose settings on
+    validation and are never reported), `report` for any other seed of such a sweep, else None."""
+    tune = OmegaConf.select(cfg, "sweep.tune_seeds")
+    if tune is None:
+        return None
+    return "tune" if int(cfg.seed) in {int(s) for s in tune} else "report"
 
 
 def run_id(cfg: DictConfig) -> str:
@@ -214,8 +228,8 @@ _OVERRIDE = re.compile(r"(?P<key>[+~]{0,2}[\w.\-/@]+)=(?P<value>[^,]*)")
 
 # What a record cannot lose: the run's coordinates, outcome, metrics and timing (a few KB). On a full
 # disk the record is written with these alone (write_record).
-ESSENTIAL_FIELDS = ("schema", "run_id", "status", "method", "rank", "model", "dataset", "seed", "health", "error",
-                    "metrics", "params", "timing", "notes", "data_identity")
+ESSENTIAL_FIELDS = ("schema", "run_id", "status", "method", "rank", "model", "dataset", "seed", "role", "health",
+                    "error", "metrics", "params", "timing", "notes", "convergence", "data_identity")
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
 
@@ -281,7 +295,7 @@ def scrub_secrets(value):
 SUMMARY_FIELDS = ("run_id", "status", "error", "method", "rank", "model", "dataset", "seed", "health",
                   "health_detail", "params", "memory", "optimizer", "checks", "timing", "distributed",
                   "adapter_bytes_on_disk", "splits", "label_names", "precision", "compute_dtype", "provenance",
-                  "notes")
+                  "notes", "rows", "role", "convergence")
 # Record metrics whose W&B key is not `<split>/<name>`; `train/train_loss` is the Trainer's own name.
 METRIC_KEYS = {"train_loss": "train/train_loss", "first_logged_train_loss": "train/first_logged_loss",
                "last_logged_train_loss": "train/last_logged_loss", "generation_samples": "test/generation_samples"}

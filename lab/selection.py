@@ -55,7 +55,8 @@ def choose(trials: dict[float, list[Trial]], higher_is_better: bool = True) -> C
     seed_sets = [{t.seed for t in runs} for runs in trials.values()]
     base = sorted(set.intersection(*seed_sets)) if seed_sets else []
     means = {}
-    for value, runs in trials.items():
+    # In value order, so that a tie goes to the smallest value whatever order the runs were read in.
+    for value, runs in sorted(trials.items()):
         if not runs or not all(t.learned and t.score is not None and math.isfinite(t.score) for t in runs):
             continue
         scores = [t.score for t in runs if t.seed in base] or [t.score for t in runs]

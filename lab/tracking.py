@@ -8,7 +8,8 @@ Each run's W&B run is its result record:
   accuracy, macro-F1 when `trainer.eval_steps` is set);
 - summary: the record's fields (lab.record.summary_of): `test/`, `validation/`, `train/` metrics, params,
   memory, optimizer, checks, health, timing, provenance, notes;
-- artifact `result-<id>` (type `result`): the record as `result.json`, credentials redacted.
+- artifact `result-<id>` (type `result`): the record as `result.json`, credentials redacted, and the
+  per-row outputs (`rows.parquet`, lab.rows) with their SHA-256 in the artifact's metadata.
 """
 
 from __future__ import annotations
@@ -100,6 +101,8 @@ class Tracker:
         self.mode = None
         self.run_path = None
         self.group = None
+        # Where the run keeps its per-row outputs, which the result artifact carries beside the record.
+        self.run_dir = os.path.join(cfg.paths.results, run_id)
         if cfg.logger.name != "wandb":
             return
         try:
@@ -150,14 +153,18 @@ class Tracker:
     def log_record(self, record: dict) -> None:
         import wandb
 
+        kept_rows = record.get("rows") or {}
         artifact = wandb.Artifact(f"result-{self.run.id}", type="result",
-                                  metadata={"run_id": record["run_id"], "status": record.get("status")})
+                                  metadata={"run_id": record["run_id"], "status": record.get("status"),
+                                            "rows_sha256": kept_rows.get("sha256")})
         with tempfile.TemporaryDirectory(prefix="lab-record-") as folder:
             path = os.path.join(folder, "result.json")
             with open(path, "w") as f:
                 json.dump(scrub_secrets(record), f, indent=2, default=str)
             # add_file copies the file into W&B's staging area (policy "mutable"): the folder may go.
             artifact.add_file(path, name="result.json")
+            if kept_rows.get("file"):
+                artifact.add_file(os.path.join(self.run_dir, kept_rows["file"]), name=kept_rows["file"])
             self.run.log_artifact(artifact)
 
     def info(self) -> dict:

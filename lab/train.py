@@ -159,7 +159,7 @@ def run_and_record(job, path: str, started: float) -> dict:
     cfg = job.cfg
     record = {"schema": rec.SCHEMA, "run_id": job.run_id, "status": None, "method": cfg.method.name,
               "rank": cfg.rank, "model": cfg.model.name, "dataset": cfg.dataset.name, "seed": cfg.seed,
-              "data_identity": job.data_identity, "notes": job.notes}
+              "role": rec.role(cfg), "data_identity": job.data_identity, "notes": job.notes}
     failure = None
     try:
         record.update(job.run())

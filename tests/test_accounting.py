@@ -136,7 +136,11 @@ def test_ledger_categories_are_what_the_optimizer_and_autograd_hold(records):
 def test_gradient_checkpointing_cuts_saved_activations(records, model, method):
     off, on = records[(model, method, "off")]["memory"], records[(model, method, "on")]["memory"]
     assert on["activations"] < 0.5 * off["activations"]
-    assert on["measured_steps"][0]["checkpoint_closures"] > 0 == off["measured_steps"][0]["checkpoint_closures"]
+    on_step, off_step = on["measured_steps"][0], off["measured_steps"][0]
+    assert off_step["checkpoint_closures"] == 0
+    # The checkpoint holds what a layer gets by keyword: Llama's rotary cos/sin always, BERT's attention
+    # mask only for a padded batch (the ledger's batch, the longest rows, is unpadded on synthetic data).
+    assert (on_step["checkpoint_closures"] > 0) == (model == "tiny-llama" or on_step["padded"])
 
 
 # ---- the activation formula on batches the synthetic runs do not produce -----------------------

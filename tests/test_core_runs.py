@@ -8,7 +8,7 @@ import torch
 from omegaconf import OmegaConf
 
 from conftest import CONF, TINY_TRAINER, compose_run
-from lab import methods, models
+from lab import methods, models, rows
 from lab.config import validate
 from lab.train import run
 
@@ -159,3 +159,59 @@ def test_bf16_compute_on_cpu_warns(tmp_path):
                              results=tmp_path))
     assert record["status"] == "ok"
     assert any("bfloat16 on the CPU" in n for n in record["notes"])
+
+
+# ---- per-row outputs and the deterministic ledger -----------------------------------------------
+
+def _rows(record):
+    return rows.read_rows(f"{record['config']['paths']['results']}/{record['run_id']}")
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_rows_beside_the_record_count_the_splits_and_carry_its_hash(records, case):
+    record = records[case]
+    kept = record["rows"]
+    folder = f"{record['config']['paths']['results']}/{record['run_id']}"
+    assert kept["sha256"] == rows.file_sha256(f"{folder}/{rows.ROWS_FILE}")
+    assert kept["rows"] == {split: record["splits"][split] for split in rows.SPLITS}
+    frame = _rows(record)
+    for split in rows.SPLITS:
+        assert frame[frame["split"] == split].index.is_unique
+    if case.endswith("cls"):
+        for split in rows.SPLITS:  # the record's metric, recomputed from its rows
+            part = frame[frame["split"] == split]
+            assert part["correct"].mean() == pytest.approx(record["metrics"][f"{split}_accuracy"], abs=1e-12)
+            assert ((part["p_gold"] > 0.5) <= part["correct"]).all()  # 2 classes: p_gold > 0.5 means it was picked
+    else:
+        test = frame[frame["split"] == "test"]
+        assert (test["tokens"] > 0).all() and test["loss"].gt(0).all()
+        # synthetic rows have one length: the batch-mean loss is the token-weighted mean of the rows
+        weighted = (test["loss"] * test["tokens"]).sum() / test["tokens"].sum()
+        assert weighted == pytest.approx(record["metrics"]["test_loss"], rel=1e-4)
+
+
+def test_two_runs_on_one_split_align_row_by_row(records):
+    full, lora = _rows(records["full-cls"]), _rows(records["lora-cls"])
+    for split in rows.SPLITS:
+        a, b = full[full["split"] == split], lora[lora["split"] == split]
+        assert list(a.index) == list(b.index)
+        assert (a["gold"] == b["gold"]).all()
+
+
+def test_ledger_is_identical_across_seeds_of_one_cell(tmp_path):
+    """The ledger is measured on the run's longest batch, not the first shuffled one (whose padded
+    length follows the seed): two seeds of one cell hold the same bytes in every category."""
+    ledgers = []
+    for seed in (0, 1):
+        # Real sentences: lengths differ, so each seed's first batch pads to its own length.
+        record = run(compose_run(["method=lora", "rank=4", "model=tiny-bert", "dataset=movie-sentences",
+                                  "dataset.sizes={train: 64, validation: 16, test: 16}", "trainer.max_steps=2",
+                                  "trainer.batch_size=8", "logger=none", f"seed={seed}"], results=tmp_path))
+        assert record["status"] == "ok", record.get("error")
+        memory = record["memory"]
+        step = memory["measured_steps"][0]
+        ledgers.append({key: memory[key] for key in ("weights", "buffers", "gradients", "optimizer_state",
+                                                      "activations", "ledger_total")}
+                       | {key: step[key] for key in ("batch", "seq_len", "padded", "storages", "by_dtype")})
+    assert ledgers[0] == ledgers[1]
+    assert ledgers[0]["batch"] == 8 and ledgers[0]["activations"] > 0

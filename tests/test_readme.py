@@ -6,8 +6,9 @@ How each is made fast (appended overrides, never a changed command):
   commands shown, run below);
 - `lab-train` (one run): 2 training steps, 32 validation and test rows, no W&B, results in the folder;
 - `lab-train --cfg ...`: as shown (it prints the config and runs nothing);
-- `lab-train -m` (a sweep): the tiny model, 2 steps, seed 0, the jobs in one process (basic launcher),
-  no W&B; the own-data sweep reads a small `reviews.csv` written here with the columns it names;
+- `lab-train -m` (a sweep): the tiny model, 2 steps (no epochs, no early stopping), seed 0, no
+  bracketing rounds, the jobs in one process (basic launcher), no W&B; the own-data sweep reads a
+  small `reviews.csv` written here with the columns it names;
 - `python -m analysis report`, `lab-plan`: as shown (a report reads records; lab-plan builds models
   on the meta device in seconds).
 A command no rule covers fails the test, so a new one is given its rule.
@@ -51,8 +52,11 @@ def fast(words: list[str], work: Path) -> tuple[list[str], Path]:
         if words[0] == "lab-plan" or "--cfg" in args:
             return app + args, work
         if "-m" in args:
+            # The own-data protocol's length rule (epochs, early stopping) and its bracketing rounds off:
+            # its grid of learning rates runs at 2 steps like any sweep.
             return app + args + ["model=tiny-bert", "trainer.max_steps=2", "logger=none", results,
-                                 "hydra.sweeper.params.seed=0", "hydra/launcher=basic"], work
+                                 "hydra.sweeper.params.seed=0", "hydra/launcher=basic", "trainer.epochs=null",
+                                 "trainer.early_stopping_patience=null", "hydra.sweeper.bracket.key=null"], work
         return app + args + ["trainer.max_steps=2", "dataset.sizes.validation=32", "dataset.sizes.test=32",
                              "logger=none", results], work
     if words[:4] == ["python", "-m", "analysis", "report"]:
@@ -89,5 +93,6 @@ def test_every_readme_command_runs(tmp_path):
             assert "wrote " in ran.stdout and "report.html" in ran.stdout, ran.stdout[-2000:]
     assert (tmp_path / "reports" / "smoke" / "report.html").exists()
     assert (tmp_path / "reports" / "method_comparison-reviews" / "report.html").exists()
-    # the one run, the QLoRA run and the sweeps' jobs (3 own-data, 4 smoke) each left a record
-    assert len(list((tmp_path / "results").glob("*/result.json"))) == 9
+    # the one run, the QLoRA run and the sweeps' jobs (3 methods x 3 learning rates own-data, 4 smoke)
+    # each left a record
+    assert len(list((tmp_path / "results").glob("*/result.json"))) == 15

@@ -16,7 +16,8 @@ from sweep_helpers import TINY_OK, TINY_OVERRIDES, finish, lab_multirun, records
 
 SWEEPS = sorted(p.stem for p in (CONF / "sweep").glob("*.yaml"))
 # Jobs per sweep: the grids the sweep files promise.
-EXPECTED_JOBS = {"quick": 14, "rank_vs_accuracy": 57, "smoke": 4, "method_comparison": 15, "model_size": 27,
+EXPECTED_JOBS = {"quick": 14, "rank_vs_accuracy": 57, "smoke": 4, "method_comparison": 18,
+                 "method_comparison_quick": 9, "model_size": 27,
                  "lora_glue": 40, "lora_rank_targets": 48, "qlora_llama2_7b": 5, "rank_vs_accuracy_tuned": 99,
                  "scaling_variants": 189, "bf16_vs_fp32": 6, "peft_methods": 126}
 
@@ -55,6 +56,23 @@ def test_sweep_composes_into_valid_distinct_jobs(name):
         assert cfg.sweep.name in (name, f"{name}-{cfg.dataset.name}")
         # A rank exactly where the method file names a capacity knob for it.
         assert (cfg.rank is None) == (cfg.method.capacity is None), job
+
+
+@pytest.mark.parametrize("name", ["method_comparison", "method_comparison_quick"])
+def test_method_comparison_brackets_at_tuning_seeds_disjoint_from_the_reported_ones(name):
+    """The protocol: rates tried at the tuning seeds only, the chosen one confirmed at the reported seeds
+    (which the records' role and the report read from sweep.tune_seeds / sweep.report_seeds)."""
+    base, jobs = sweep_jobs(name)
+    tune, report = set(base.sweep.tune_seeds), set(base.sweep.report_seeds)
+    assert {seed for _, _, seed in job_cells(jobs)} == tune
+    bracket = base.hydra.sweeper.bracket
+    assert bracket.key == "method.learning_rate" and bracket.metric == "validation_accuracy"
+    assert {int(s) for s in str(bracket.confirm_seeds).split(",")} == report and not tune & report
+    for method in ("full", "lora", "qlora"):
+        rates = {float(dict(o.split("=", 1) for o in job)["method.learning_rate"]) for job in jobs
+                 if f"method={method}" in job}
+        assert len(rates) == 3
+    assert base.trainer.early_stopping_patience and base.trainer.epochs and base.trainer.eval_steps
 
 
 def test_quick_is_full_once_per_seed_plus_lora_and_qlora_ranks():

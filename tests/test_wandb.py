@@ -12,6 +12,7 @@ from analysis import report
 from analysis.collect import collect
 from analysis.wandb_files import read_dir, read_run
 from conftest import compose_run
+from lab import rows
 from lab.tracking import sweep_group, wandb_id
 from lab.train import run
 from sweep_helpers import finish, lab_multirun, records
@@ -35,8 +36,11 @@ def test_offline_wandb_run_is_logged_and_finished(tmp_path, monkeypatch):
     assert wandb.run is None  # finished: the next job of a multirun opens its own run
     offline_runs = list((tmp_path / "wandb").glob("offline-run-*"))
     assert len(offline_runs) == 1
-    staged = json.loads(Path(read_run(str(offline_runs[0])).artifacts[0]["local_paths"][0]).read_text())
+    artifact = read_run(str(offline_runs[0])).artifacts[0]
+    staged = json.loads(Path(artifact["local_paths"][0]).read_text())
     assert staged["run_id"] == record["run_id"] and staged["config"]["logger"]["mode"] == "offline"
+    # the per-row outputs travel with the record, the very file whose hash the record keeps
+    assert [rows.file_sha256(p) for p in artifact["local_paths"][1:]] == [record["rows"]["sha256"]]
     for path in [*tmp_path.rglob("*.json"), *tmp_path.rglob("*.yaml"), *tmp_path.rglob("*.log"),
                  *tmp_path.rglob("*.txt")]:
         assert SECRET not in path.read_text(errors="ignore"), path
@@ -126,7 +130,8 @@ def test_sweep_runs_are_their_records_in_wandb_one_per_run_id_after_kill_and_rer
         assert len([p for p in run.history if "train/loss" in p]) == 2  # 8 steps, logged every 4 (FAST)
         assert not any(key.startswith("train/validation") for point in run.history for key in point)
         (artifact,) = run.artifacts
-        assert (artifact["name"], artifact["type"], artifact["files"]) == (f"result-{run.id}", "result", ["result.json"])
+        assert (artifact["name"], artifact["type"], artifact["files"]) == (f"result-{run.id}", "result",
+                                                                          ["result.json", "rows.parquet"])
         assert json.loads(Path(artifact["local_paths"][0]).read_text())["curve"] == record["curve"]
 
 

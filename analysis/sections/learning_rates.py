@@ -16,9 +16,10 @@ RULE = ("Per cell, the learning rate with the best mean validation score over th
 
 def _tried(cell: Cell) -> str:
     parts = []
+    tuning = cellmod.split_roles(cell.runs)[0]
     for lr in cell.choice.values:
         mean = cell.choice.means.get(lr)
-        runs = cell.runs[cell.runs["lr"] == lr]
+        runs = tuning[tuning["lr"] == lr]
         collapsed = int((runs["health"] == "collapsed").sum())
         text = f"{lr:g}: " + (f"{cellmod.scaled(mean, cell.metric):.2f}" if mean is not None else "not eligible")
         text += f" ({len(runs)} runs" + (f", {collapsed} collapsed)" if collapsed else ")")
@@ -56,6 +57,11 @@ def section(cells: list[Cell], runs: pd.DataFrame, sweep: dict | None) -> Sectio
     if not len(frame):
         return None
     out = Section("Learning rates chosen on validation").text(RULE)
+    if "role" in runs and runs["role"].eq("tune").any():
+        tuning = sorted(runs.loc[runs["role"] == "tune", "seed"].dropna().astype(int).unique())
+        reported = sorted(runs.loc[runs["role"] == "report", "seed"].dropna().astype(int).unique())
+        out.text(f"Chosen at the tuning seeds {', '.join(map(str, tuning))} alone (runs counted below); every score "
+                 f"this report shows comes from the other seeds ({', '.join(map(str, reported))}), at the chosen rate.")
     out.table(frame, "Validation score (points) per learning rate tried; the chosen one in bold.")
     cost = extension_cost(runs, sweep)
     if cost:

@@ -12,7 +12,8 @@ from lab.memory import gpus
 
 MB = 1e6
 CATEGORIES = ("Weights", "Gradients", "Optimizer state", "Saved activations", "Buffers")
-LEDGER_NOTE = ("Bytes counted tensor by tensor on the first training step (lab/memory/ledger.py): weights by "
+LEDGER_NOTE = ("Bytes counted tensor by tensor on one training step at the run's longest batch (its batch_size "
+               "longest training rows; lab/memory/ledger.py): weights by "
                "storage (4-bit codes and constants for QLoRA), gradients, the optimizer's state, the activations "
                "saved for backward, buffers. MB = 1e6 bytes. The ledger does not depend on the seed or the learning "
                "rate: one row per cell. It is the ledger of the device the runs used; for a GPU, `lab-plan` gives "

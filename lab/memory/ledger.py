@@ -2,11 +2,15 @@
 
 - weights: `lab.memory.measure.weight_bytes` (by role and storage; 4-bit packed data and constants apart);
 - buffers: the model's registered buffers (rotary frequencies, position ids, ...);
-- gradients: the distinct `.grad` storages just before the first optimizer step;
+- gradients: the distinct `.grad` storages after the probe step's backward;
 - optimizer state: the real optimizer's state tensors after training, by state name (bitsandbytes'
   paged buffers counted apart as well);
-- activations: the distinct storages autograd saves for backward during the first training step's
-  forward (`torch.autograd.graph.saved_tensors_hooks`), parameters and buffers excluded. With
+- activations: the distinct storages autograd saves for backward during the forward of one training
+  step on the run's probe batch (`torch.autograd.graph.saved_tensors_hooks`), parameters and buffers
+  excluded. The probe batch is the longest batch the run can see (`probe_batch`: the batch_size
+  longest training rows, padded to the longest), stepped once before training with the random state
+  put back and the gradients cleared, so the ledger is the same for every seed of a cell (the first
+  shuffled batch's padded length varies with the seed) and is the step's peak, not one sample. With
   gradient checkpointing the checkpoint closures' keyword tensors (rotary cos/sin, position ids,
   masks) are added: the checkpoint holds them without passing them through the hooks.
 
@@ -195,32 +199,49 @@ def measure_step(model: torch.nn.Module, batch: dict) -> dict:
     return {"activations": probe.result(), "gradients": gradient_bytes(model)}
 
 
+def probe_batch(rows, collate, batch_size: int) -> dict:
+    """The longest batch a run can see: its `batch_size` longest rows (ties by position, so the same
+    rows for every seed), through the run's collator, which pads them to the longest."""
+    lengths = [len(ids) for ids in rows["input_ids"]]
+    longest = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))[:batch_size]
+    return collate([rows[i] for i in longest])
+
+
 class LedgerProbe(TrainerCallback):
-    """Measures the first training step: saved activations (during its forward), then gradients."""
+    """Measures one training step on a fixed batch (`probe_batch`) when training begins: saved
+    activations during its forward, then the gradients it leaves. The Trainer's own `training_step`
+    runs it on the prepared model (autocast, gradient checkpointing, a DDP/FSDP wrapper as in training);
+    the random state is put back and the gradients cleared, so training goes on as without it."""
 
     def __init__(self):
-        self.probe = None
+        self.trainer = None
+        self.batch = None
         self.activations = None
         self.gradients = None
         self.gradient_placement = None
 
-    def on_step_begin(self, args, state, control, model=None, **kwargs):
-        if self.probe is None and self.activations is None:
-            self.probe = SavedTensors(model)
-            self.probe.start()
+    def bind(self, trainer, batch: dict) -> None:
+        self.trainer, self.batch = trainer, batch
 
-    def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
-        if self.probe is not None:
-            self.probe.stop()
-            self.activations = self.probe.result()
-            self.gradient_placement = gradient_placement(model)
-            self.gradients = int(sum(self.gradient_placement.values()))
-            self.probe = None
-
-    def on_train_end(self, args, state, control, **kwargs):
-        if self.probe is not None:  # training ended inside the measured step
-            self.probe.stop()
-            self.probe = None
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        if self.trainer is None or self.activations is not None:
+            return
+        trainer = self.trainer
+        # Set by the Trainer's loop per step; the probe step runs before the loop's first step.
+        if getattr(trainer, "current_gradient_accumulation_steps", None) is None:
+            trainer.current_gradient_accumulation_steps = args.gradient_accumulation_steps
+        cuda = [torch.cuda.current_device()] if args.device.type == "cuda" else []
+        probe = SavedTensors(model)
+        with torch.random.fork_rng(devices=cuda):
+            probe.start()
+            try:
+                trainer.training_step(trainer.model_wrapped, dict(self.batch))
+            finally:
+                probe.stop()
+        self.activations = probe.result()
+        self.gradient_placement = gradient_placement(model)
+        self.gradients = int(sum(self.gradient_placement.values()))
+        model.zero_grad(set_to_none=True)
 
 
 def measured(probe: LedgerProbe | None, optimizer, model, device: str = "cpu") -> dict:
@@ -249,5 +270,7 @@ def measured(probe: LedgerProbe | None, optimizer, model, device: str = "cpu") -
     if acts is not None and probe.gradients is not None:
         out["ledger_total"] = (int(sum(weight_bytes(model).values())) + out["buffers"] + probe.gradients
                                + state["total"] + acts["saved_for_backward"])
-        out["measured_steps"] = [{"step": 1, **acts, "gradients": probe.gradients}]
+        # Step 0: the probe step on the longest batch, before the first step of training.
+        out["measured_steps"] = [{"step": 0, "probe": "the batch_size longest training rows", **acts,
+                                  "gradients": probe.gradients}]
     return out
