@@ -359,7 +359,7 @@ def test_a_7b_model_that_cannot_fit_fails_in_seconds_saying_what_would(tmp_path,
         run(compose_run(["model=llama2-7b", "dataset=synthetic-lm", "logger=none", "device=cpu"], results=tmp_path))
     assert time.time() - started < 120  # no download, no 27 GB allocation
     message = str(err.value)
-    assert "estimated peak" in message and "16.0 GiB free" in message and "method=qlora (4-bit base" in message
+    assert "estimated peak" in message and "16.0 GiB free" in message and "base=4bit (a 4-bit NF4 base" in message
     assert not list(tmp_path.iterdir())  # found after the lock: its folder is gone
 
 

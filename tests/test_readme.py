@@ -93,6 +93,6 @@ def test_every_readme_command_runs(tmp_path):
             assert "wrote " in ran.stdout and "report.html" in ran.stdout, ran.stdout[-2000:]
     assert (tmp_path / "reports" / "smoke" / "report.html").exists()
     assert (tmp_path / "reports" / "method_comparison-reviews" / "report.html").exists()
-    # the one run, the QLoRA run and the sweeps' jobs (3 methods x 3 learning rates own-data, 4 smoke)
-    # each left a record
-    assert len(list((tmp_path / "results").glob("*/result.json"))) == 15
+    # the one run, the QLoRA, VeRA and DoRA-on-4-bit runs and the sweeps' jobs (3 methods x 3 learning
+    # rates own-data, 4 smoke) each left a record
+    assert len(list((tmp_path / "results").glob("*/result.json"))) == 17
