@@ -127,7 +127,8 @@ SAMPLE_NOTE = ("Sample size to decide non-inferiority at the margin with 80% pow
                "spreads are the truth: seeds by the one-sided paired t over seeds (statsmodels TTestPower, the "
                "seed-to-seed SD of the difference), test rows by a one-sided test over rows (statsmodels "
                "NormalIndPower, one sample, the SD of the per-row differences); each holds the other source of "
-               "noise as it is (more seeds: `hydra.sweeper.params.seed=...`; more test rows: `dataset.sizes.test=...`, "
+               "noise as it is (more seeds: `seed=0,1,...` on the command line, or the reported seeds of the own-data "
+               "protocol, `hydra.sweeper.bracket.confirm_seeds='0,1,...'`; more test rows: `dataset.sizes.test=...`, "
                "if the file has them). Where the observed difference is at or below −margin, no sample would show "
                "non-inferiority: more runs would more likely show the cell worse.")
 
