@@ -87,16 +87,6 @@ def to_html(text: str, title: str, folder: str) -> str:
             f"<style>{STYLE}</style></head><body>\n{body}</body></html>\n")
 
 
-def publish(text: str, folder: str, name: str) -> str:
-    """Print a generated Markdown file and write it into `folder`; return its path."""
-    print(text)
-    os.makedirs(folder, exist_ok=True)
-    path = os.path.join(folder, name)
-    with open(path, "w") as f:
-        f.write(text)
-    return path
-
-
 def check_out_folder(out: str) -> None:
     """`--out` is a new folder, or one a report wrote (its files only): never a file, never a folder of
     other things (`--out .`), which replacing would lose."""

@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+
 # Seconds per run on the CPU: a few steps on a few examples. The tables need records, not accuracy.
 FAST = ["trainer.max_steps=8", "trainer.logging_steps=4", "trainer.batch_size=16", "dataset.sizes.train=96",
         "dataset.sizes.validation=32", "dataset.sizes.test=32"]
@@ -62,3 +64,15 @@ def tiny_sweep(tmp_path_factory) -> dict:
         output = finish(lab_multirun(root, results, sweep_dir, *TINY_OVERRIDES))
         _RUNS[session] = {"root": root, "results": results, "sweep_dir": sweep_dir, "output": output}
     return _RUNS[session]
+
+
+def write_reviews_csv(path, rows: int, seed: int = 0) -> None:
+    """A two-class review file (columns review, sentiment): each class has its own keywords hidden among
+    filler words of tiny-bert's vocabulary, so a tiny model can learn it in a few steps."""
+    rng = np.random.default_rng(seed)
+    lines = ["review,sentiment"]
+    for i in range(rows):
+        label = i % 2
+        words = list(rng.choice(5, size=3) + 5 * label) + list(rng.choice(np.arange(50, 200), size=12))
+        lines.append(" ".join(f"w{w}" for w in rng.permutation(words)) + f",{'good' if label else 'bad'}")
+    Path(path).write_text("\n".join(lines) + "\n")

@@ -9,11 +9,11 @@ import os
 import subprocess
 import sys
 
-import numpy as np
 import pandas as pd
 import pytest
 
 from lab import selection
+from sweep_helpers import write_reviews_csv
 
 # What the README's first-look command adds to stay a test: the tiny model and learning-rate grids that
 # suit it (a random-init model wants larger rates than the pretrained defaults), two reported seeds,
@@ -24,17 +24,6 @@ FAST = ["model=tiny-bert", "trainer.batch_size=32", "trainer.epochs=8", "trainer
         f"hydra.sweeper.groups={GRIDS}", "hydra.sweeper.bracket.confirm_seeds='0,1'", "sweep.report_seeds=[0,1]",
         "logger=none"]
 SWEEP = "method_comparison_quick"
-
-
-def write_csv(path, rows: int, seed: int) -> None:
-    """Two classes, each with its own keywords hidden among filler words of tiny-bert's vocabulary."""
-    rng = np.random.default_rng(seed)
-    lines = ["review,sentiment"]
-    for i in range(rows):
-        label = i % 2
-        words = list(rng.choice(5, size=3) + 5 * label) + list(rng.choice(np.arange(50, 200), size=12))
-        lines.append(" ".join(f"w{w}" for w in rng.permutation(words)) + f",{'good' if label else 'bad'}")
-    path.write_text("\n".join(lines) + "\n")
 
 
 def compare(workdir, csv_path, extra=FAST):
@@ -61,7 +50,7 @@ def records(workdir, stem):
 @pytest.fixture(scope="module")
 def first(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("own-task")
-    write_csv(workdir / "gadget_reviews.csv", rows=400, seed=0)
+    write_reviews_csv(workdir / "gadget_reviews.csv", rows=400, seed=0)
     return workdir, compare(workdir, workdir / "gadget_reviews.csv")
 
 
@@ -138,7 +127,7 @@ def test_a_second_task_gets_its_own_folders_and_a_run_cut_short_is_flagged(first
     its validation loss is still improving at the cap and the report must say so."""
     workdir, path = first
     before = path.read_text()
-    write_csv(workdir / "kitchen_reviews.csv", rows=300, seed=1)
+    write_reviews_csv(workdir / "kitchen_reviews.csv", rows=300, seed=1)
     short = ["model=tiny-bert", "trainer.batch_size=32", "trainer.epochs=6", "trainer.early_stopping_patience=50",
              "hydra.sweeper.groups=[{method:full,method.learning_rate:'3e-3'}]", "hydra.sweeper.bracket.max_rounds=0",
              "hydra.sweeper.bracket.confirm_seeds='0'", "sweep.report_seeds=[0]",
@@ -157,7 +146,7 @@ def test_the_documented_seed_overrides_work(tmp_path):
     method, one rate, the jobs short): Hydra takes them, and the runs are at exactly those seeds."""
     doc = open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "data.md")).read()
     assert "`seed=100,101` and `hydra.sweeper.bracket.confirm_seeds='0,1,2,3,4,5,6,7,8,9'`" in doc
-    write_csv(tmp_path / "tiny_reviews.csv", rows=400, seed=2)
+    write_reviews_csv(tmp_path / "tiny_reviews.csv", rows=400, seed=2)
     command = [sys.executable, "-m", "lab", "-m", f"+sweep={SWEEP}", "dataset=csv",
                f"dataset.path={tmp_path / 'tiny_reviews.csv'}", "dataset.columns.text=review",
                "dataset.columns.label=sentiment", "model=tiny-bert", "logger=none", "trainer.epochs=null",

@@ -20,10 +20,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from conftest import ROOT
+from sweep_helpers import write_reviews_csv
 
 BIN = Path(sys.executable).parent
 APPS = {"lab-train": "lab", "lab-plan": "lab.plan"}
@@ -64,17 +64,6 @@ def fast(words: list[str], work: Path) -> tuple[list[str], Path]:
     raise AssertionError(f"no rule makes this README command fast: {shlex.join(words)} (add one to tests/test_readme.py)")
 
 
-def write_reviews(path: Path, rows: int = 120) -> None:
-    """The own-data example's file: two classes with their own keywords among tiny-bert's filler words."""
-    rng = np.random.default_rng(0)
-    lines = ["review,sentiment"]
-    for i in range(rows):
-        label = i % 2
-        words = list(rng.choice(5, size=3) + 5 * label) + list(rng.choice(np.arange(50, 200), size=12))
-        lines.append(" ".join(f"w{w}" for w in rng.permutation(words)) + f",{'good' if label else 'bad'}")
-    path.write_text("\n".join(lines) + "\n")
-
-
 def test_the_readme_shows_the_workflows():
     shown = [shlex.join(words) for words in readme_commands()]
     for needed in ("make demo", "make test", "lab-train", "lab-train -m +sweep=method_comparison",
@@ -84,7 +73,7 @@ def test_the_readme_shows_the_workflows():
 
 @pytest.mark.cache
 def test_every_readme_command_runs(tmp_path):
-    write_reviews(tmp_path / "reviews.csv")
+    write_reviews_csv(tmp_path / "reviews.csv", rows=120)
     for words in readme_commands():
         command, cwd = fast(words, tmp_path)
         ran = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=900)
