@@ -63,7 +63,9 @@ def _classification_scores(trainer, split_data, split: str, num_labels: int) -> 
 
 def _row_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Per row of a causal-LM batch: (summed token cross-entropy, tokens), over the positions the
-    model's own loss counts (next-token targets that are not the ignore index)."""
+    model's own loss counts (next-token targets that are not the ignore index). Prompt tuning puts its
+    virtual tokens before the row, so its logits are longer than the labels: the row's are the last ones."""
+    logits = logits[:, -labels.shape[1]:]
     targets = labels[:, 1:]
     losses = torch.nn.functional.cross_entropy(logits[:, :-1].float().transpose(1, 2), targets,
                                                ignore_index=-100, reduction="none")
