@@ -9,16 +9,14 @@ digest is cached under the cache folder, keyed by the resolved path, size and mo
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
 
 from lab.errors import ConfigError
-from lab.paths import resolve_file
+from lab.paths import file_sha256, resolve_file
 
 CACHE_FILE = "file-sha256.json"
-CHUNK = 2**20
 
 
 def identity(path: str, cache_dir: str | None = None, key: str = "dataset.path") -> dict:
@@ -35,16 +33,13 @@ def identity(path: str, cache_dir: str | None = None, key: str = "dataset.path")
     cached = cache.get(real)
     if isinstance(cached, dict) and {k: cached.get(k) for k in stamp} == stamp and cached.get("sha256"):
         return {"path": real, "bytes": stat.st_size, "sha256": cached["sha256"]}
-    digest = hashlib.sha256()
     try:
-        with open(real, "rb") as f:
-            while block := f.read(CHUNK):
-                digest.update(block)
+        sha256 = file_sha256(real)
     except OSError as err:
         raise ConfigError(key, path, f"a file this user can read ({err.strerror})") from None
-    cache[real] = {**stamp, "sha256": digest.hexdigest()}
+    cache[real] = {**stamp, "sha256": sha256}
     _save(cache_dir, cache)
-    return {"path": real, "bytes": stat.st_size, "sha256": digest.hexdigest()}
+    return {"path": real, "bytes": stat.st_size, "sha256": sha256}
 
 
 def _load(cache_dir: str | None) -> dict:

@@ -13,7 +13,6 @@ not the original bf16 release.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -24,7 +23,7 @@ from omegaconf import DictConfig
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from lab.errors import ConfigError
-from lab.paths import SETUP, package_dir
+from lab.paths import SETUP, file_sha256, package_dir
 
 
 def gguf_location(mcfg: DictConfig) -> tuple[str, str]:
@@ -41,11 +40,8 @@ def gguf_location(mcfg: DictConfig) -> tuple[str, str]:
 
 def target_path(mcfg: DictConfig, cache_dir: str) -> str:
     folder, name = gguf_location(mcfg)
-    digest = hashlib.sha256()
-    with open(os.path.join(folder, name), "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return os.path.join(cache_dir, "models", f"{mcfg.name}-{digest.hexdigest()[:12]}")
+    digest = file_sha256(os.path.join(folder, name))
+    return os.path.join(cache_dir, "models", f"{mcfg.name}-{digest[:12]}")
 
 
 def converted_path(mcfg: DictConfig, cache_dir: str) -> str:

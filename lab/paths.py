@@ -8,6 +8,7 @@ file serves a checkout, an editable install and a wheel.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
 import re
@@ -72,3 +73,12 @@ def slug(name) -> str:
     """
     text = _UNSAFE.sub("_", redact_text(str(name))).lstrip(".")[:SLUG_MAX]
     return text or "_"
+
+
+def file_sha256(path: str) -> str:
+    """The SHA-256 of a file's bytes, read a MiB at a time (a data file, a checkpoint, per-row outputs)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -22,6 +22,8 @@ from collections.abc import Iterable
 
 import pandas as pd
 
+from lab.paths import file_sha256
+
 ROWS_FILE = "rows.parquet"
 SPLITS = ("validation", "test")
 CLASSIFICATION_COLUMNS = ("split", "row_id", "gold", "pred", "p_gold", "correct")
@@ -50,14 +52,6 @@ def _columns_for(frame: pd.DataFrame) -> tuple[str, ...]:
             return columns
     raise ValueError(f"per-row outputs need the columns {CLASSIFICATION_COLUMNS} or {LM_COLUMNS}; "
                      f"got {tuple(frame.columns)}")
-
-
-def file_sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def write_rows(run_dir: str, frame: pd.DataFrame) -> dict:
