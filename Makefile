@@ -30,10 +30,12 @@ demo: setup
 	$(BIN)/lab-train -m +sweep=quick
 	$(BIN)/python -m analysis report --results results --sweep multirun/quick --out reports/quick
 
-# Imports flow one way (the contracts in pyproject.toml), then the tests.
+# Imports flow one way (the contracts in pyproject.toml), then the tests: one pytest-xdist worker per
+# core, a test file's tests on one worker (its module fixtures train once), each worker on one thread
+# (tests/conftest.py).
 test: setup
 	$(BIN)/lint-imports
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto --dist loadscope
 
 clean:
 	rm -rf $(VENV) outputs multirun

@@ -13,6 +13,10 @@ os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+# Under pytest-xdist (`make test`: a worker per core) each worker, and every job it starts, computes on
+# one thread: two workers of two threads on two cores spend their time waiting on each other's threads.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 # Short, real runs on the tiny random-init models: enough steps for the loss to fall well below chance.
 TINY_TRAINER = ["trainer.max_steps=150", "trainer.batch_size=32", "trainer.logging_steps=10", "logger=none"]
