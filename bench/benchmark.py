@@ -6,8 +6,8 @@
     python -m bench.benchmark --smoke    # tiny models, a few minutes: checks the code (numbers meaningless)
     python -m bench.benchmark --render docs/benchmarks.json   # measure nothing: re-write the .md and .png
 
-Sections (`--sections`, comma-separated; default all): `peak`, `methods`, `breakdown`, `scaling`,
-`startup`. Everything is measured in this one process (start-up in child processes it times), so
+Sections (`--sections`, comma-separated; default all): `peak`, `methods`, `adapters`, `breakdown`,
+`scaling`, `startup`. Everything is measured in this one process (start-up in child processes it times), so
 every ratio compares numbers taken side by side under the same load; the report states the load
 average at start and at end. Run it on an otherwise idle machine. The code: bench.cases (what is
 measured), bench.loops (the timing loops), bench.flops, bench.startup, bench.render (the report).
@@ -92,7 +92,7 @@ import datasets  # noqa: E402
 import torch  # noqa: E402
 from transformers.utils import logging as hf_logging  # noqa: E402
 
-from bench.cases import FAMILY, METHODS, Budget, Case, make_budget  # noqa: E402
+from bench.cases import FAMILY, METHODS, Budget, Case, adapter_cases, make_budget  # noqa: E402
 from bench.flops import matmul_peak  # noqa: E402
 from bench.loops import breakdown_case, measure_case  # noqa: E402
 from bench.render import plot, render  # noqa: E402
@@ -101,7 +101,7 @@ from lab.provenance import provenance  # noqa: E402
 from lab.recipe import resolve_device  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SECTIONS = ("peak", "methods", "breakdown", "scaling", "startup")
+SECTIONS = ("peak", "methods", "adapters", "breakdown", "scaling", "startup")
 
 
 # ---- the machine --------------------------------------------------------------------------------
@@ -212,6 +212,14 @@ def methods_section(session: Session) -> list[dict]:
     return rows + [session.measure(c, True, b.repeats, b.small_steps) for c in small_cases]
 
 
+def adapters_section(session: Session) -> list[dict]:
+    """Every method of the method comparison (sweeps/peft_methods.yaml), at its budget there, on the
+    BERT shape (minilm-l6's, the model that sweep trains): the suite's step only, no twins."""
+    b = session.budget
+    name, (arch, batch, seq) = [(n, shape) for n, shape in b.shapes.items() if shape[0]["model_type"] == "bert"][0]
+    return [session.measure(c, False, b.repeats, b.steps) for c in adapter_cases(name, arch, batch, seq)]
+
+
 def breakdown_section(session: Session) -> list[dict]:
     """A small LoRA step, the BERT shape's LoRA step and the first shape's full step, instrumented."""
     b = session.budget
@@ -252,6 +260,9 @@ def run_sections(report: dict, sections: list[str], session: Session, workdir: s
     if "methods" in sections:
         log("methods: suite vs plain, interleaved")
         report["methods"] = methods_section(session)
+    if "adapters" in sections:
+        log("adapters: every method of the method comparison, the suite's step")
+        report["adapters"] = adapters_section(session)
     if "breakdown" in sections:
         log("breakdown of a step")
         report["breakdown"] = breakdown_section(session)

@@ -48,7 +48,9 @@ class Case:
     method: str
     batch: int
     seq: int
-    rank: int = 8
+    rank: int | None = 8  # None: the method has no capacity knob (IA³, LayerNorm tuning)
+    # Further `lab-train` overrides of the case (a method's targets, say).
+    extra: tuple = ()
 
     @property
     def task(self) -> str:
@@ -110,9 +112,27 @@ def case_overrides(case: Case, steps: int, results: str) -> list[str]:
         # The cadence the published benchmark timed: logging is part of a step's fixed cost.
         "trainer.logging_steps=10",
     ]
-    if case.method != "full":
+    if case.method != "full" and case.rank is not None:
         overrides.append(f"rank={case.rank}")
-    return overrides
+    return overrides + list(case.extra)
+
+
+def adapter_cases(shape: str, architecture: dict, batch: int, seq: int) -> list[Case]:
+    """Every method of sweeps/peft_methods.yaml at the budget that sweep runs it at (its rank and any
+    other setting of its group), on one shape: the same adapters the method comparison trains."""
+    sweep = compose(["+sweep=peft_methods"], hydra=True)
+    cases = []
+    for group in sweep.hydra.sweeper.groups:
+        settings = {key: str(value) for key, value in group.items() if key != "method.learning_rate"}
+        rank = int(settings.pop("rank")) if "rank" in settings else None
+        for method in settings.pop("method").split(","):
+            extra = tuple(f"{key}={value}" for key, value in settings.items())
+            if method == "adalora":
+                # Its schedule needs more steps than a benchmark times (tinit + tfinal < total steps): every
+                # timed step falls in the budgeting phase, which masks ranks at each step, its dearest.
+                extra += ("method.peft.tinit=0", "method.peft.tfinal=0")
+            cases.append(Case(shape, architecture, method, batch, seq, rank, extra))
+    return cases
 
 
 def compose_case(case: Case, steps: int, results: str) -> DictConfig:

@@ -134,6 +134,29 @@ def render_method_costs(methods: list[dict], peak: dict | None) -> list[str]:
             *(cost_row(m, peak_rate) for m in methods)]
 
 
+def adapter_row(m: dict, full_step: float | None) -> str:
+    c, s = m["case"], m["suite_step_s"]
+    setting = ", ".join([f"r={c['rank']}"] * (c["rank"] is not None and c["method"] != "full")
+                        + list(c.get("extra", [])))
+    relative = f"{s['median'] / full_step:.2f}" if full_step else "–"
+    return (f"| {c['method']} | {setting} | {m['params']['trainable']:,} | {fmt_range(s)} "
+            f"| {m['tokens_per_step'] / s['median']:.0f} | {relative} | {mb(mem_bytes(m['memory']))} |")
+
+
+def render_adapters(adapters: list[dict]) -> list[str]:
+    full = [m["suite_step_s"]["median"] for m in adapters if m["case"]["method"] == "full"]
+    c = adapters[0]["case"]
+    return ["", f"## Every method of the method comparison ({c['name']}, {c['batch']}×{c['seq']})", "",
+            "Each method of `sweeps/peft_methods.yaml` at the setting that sweep trains it with (its rank, "
+            "its targets), the suite's step alone (no plain twin: a plain loop of each adapter would be "
+            "peft's own forward, the same code). s/step as above; relative to full fine-tuning's step; "
+            "peak RSS above the pre-load baseline after the first training steps (MB = 1e6 bytes; noise "
+            "on the CPU, the run's ledger is exact).", "",
+            "| method | setting | trainable params | s/step | tokens/s | step / full FT's | peak RSS MB |",
+            "|---|---|---|---|---|---|---|",
+            *(adapter_row(m, full[0] if full else None) for m in adapters)]
+
+
 def ratio_row(shape: str, by: dict) -> str:
     t = {k: by[k]["suite_step_s"]["median"] for k in by}
     theory = by["lora"]["flops_per_step"]["total"] / by["full"]["flops_per_step"]["total"]
@@ -236,6 +259,8 @@ def render(report: dict) -> str:
     if methods:
         lines += render_overhead(methods) + render_method_costs(methods, report.get("peak"))
         lines += render_ratios(methods)
+    if report.get("adapters"):
+        lines += render_adapters(report["adapters"])
     if report.get("breakdown"):
         lines += render_breakdown(report["breakdown"])
     if report.get("scaling"):

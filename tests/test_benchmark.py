@@ -73,3 +73,18 @@ def test_interleaved_steps_take_turns_and_keep_counts(tmp_path):
     # All three trained the shared adapters, and the last twin step cleared its gradients.
     assert any(not torch.equal(a, b) for a, b in zip(before, trainable))
     assert all(p.grad is None for p in trainable)
+
+
+def test_adapter_cases_are_the_method_comparison_at_its_budgets(tmp_path):
+    bert = dict(cases.MINILM_L6, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+                vocab_size=512)
+    by_method = {c.method: c for c in cases.adapter_cases("tiny-bert", bert, batch=2, seq=16)}
+    assert {"full", "lora", "dora", "adalora", "vera", "ia3", "loha", "lokr", "oft", "prompt_tuning",
+            "ln_tuning"} <= set(by_method)
+    assert (by_method["vera"].rank, by_method["loha"].rank, by_method["prompt_tuning"].rank) == (256, 4, 192)
+    assert "method.targets=[LayerNorm]" in by_method["ln_tuning"].extra
+    # Each one is a job the suite can build, AdaLoRA's schedule included at a benchmark's few steps.
+    for method in ("adalora", "ln_tuning"):
+        job = cases.prepare(by_method[method], steps=2, results=str(tmp_path), device="cpu")
+        job.setup_model()
+        assert job.params["trainable"] > 0
