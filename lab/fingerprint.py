@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 
 from lab.errors import ConfigError
-from lab.paths import file_sha256, resolve_file
+from lab.paths import atomic_file, file_sha256, resolve_file
 
 CACHE_FILE = "file-sha256.json"
 
@@ -59,10 +58,7 @@ def _save(cache_dir: str | None, cache: dict) -> None:
         return
     folder = os.path.expanduser(cache_dir)
     try:
-        os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".json")
-        with os.fdopen(fd, "w") as f:
+        with atomic_file(os.path.join(folder, CACHE_FILE)) as tmp, open(tmp, "w") as f:
             json.dump(cache, f)
-        os.replace(tmp, os.path.join(folder, CACHE_FILE))
     except OSError:
         pass

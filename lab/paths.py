@@ -12,6 +12,9 @@ import hashlib
 import importlib.util
 import os
 import re
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from lab.errors import ConfigError
 from lab.secrets import redact_text
@@ -82,3 +85,24 @@ def file_sha256(path: str) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+@contextmanager
+def atomic_file(path: str) -> Iterator[str]:
+    """A temporary path beside `path` to write; renamed over `path` when the block ends, removed if it
+    raises: a reader sees the old file or the whole new one, never half of it. The file gets the
+    permissions any new file would (mkstemp makes it private)."""
+    folder = os.path.dirname(path) or "."
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.splitext(path)[1])
+    os.close(fd)
+    try:
+        yield tmp
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise

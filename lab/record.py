@@ -20,13 +20,12 @@ import json
 import os
 import re
 import statistics
-import tempfile
 from datetime import datetime, timezone
 
 from omegaconf import DictConfig, OmegaConf
 
 from lab import fingerprint
-from lab.paths import slug
+from lab.paths import atomic_file, slug
 from lab.secrets import REDACTED, SECRET_KEY, redact, redact_text
 
 SCHEMA = 1
@@ -204,22 +203,11 @@ def read_results(results_dir: str) -> tuple[list[dict], list[dict]]:
 
 
 def write_json_atomic(path: str, payload: dict) -> None:
-    """Write to a temporary file beside `path` and rename it over: readers see all or nothing."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-", suffix=".json")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(payload, f, indent=2, sort_keys=False, default=str)
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; a record is as readable as any file
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Readers see all of the record or none of it (lab.paths.atomic_file), and it is on disk (fsync)."""
+    with atomic_file(path) as tmp, open(tmp, "w") as f:
+        json.dump(payload, f, indent=2, sort_keys=False, default=str)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 # `key=value` as Hydra writes overrides (overrides.yaml, hydra.yaml's task list and override_dirname).

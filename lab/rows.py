@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from collections import Counter
 from collections.abc import Iterable
 
 import pandas as pd
 
-from lab.paths import file_sha256
+from lab.paths import atomic_file, file_sha256
 
 ROWS_FILE = "rows.parquet"
 SPLITS = ("validation", "test")
@@ -66,15 +65,8 @@ def write_rows(run_dir: str, frame: pd.DataFrame) -> dict:
     table = frame.loc[:, list(columns)].reset_index(drop=True)
     os.makedirs(run_dir, exist_ok=True)
     path = os.path.join(run_dir, ROWS_FILE)
-    fd, tmp = tempfile.mkstemp(dir=run_dir, prefix=".tmp-", suffix=".parquet")
-    os.close(fd)
-    try:
+    with atomic_file(path) as tmp:
         table.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
     counts = table["split"].value_counts()
     return {"file": ROWS_FILE, "sha256": file_sha256(path),
             "rows": {split: int(counts.get(split, 0)) for split in SPLITS}}

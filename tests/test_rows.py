@@ -26,6 +26,9 @@ def test_written_rows_read_back_with_their_hash(tmp_path):
     assert test["correct"].tolist() == [False, True]
     assert not list(tmp_path.glob(".tmp-*"))
     assert rows.read_rows(str(tmp_path / "missing")) is None
+    # As readable as the record beside it (a temporary file is private until it is renamed into place).
+    (tmp_path / "plain").write_text("")
+    assert (tmp_path / rows.ROWS_FILE).stat().st_mode == (tmp_path / "plain").stat().st_mode
 
 
 def test_rows_without_the_columns_of_a_task_are_refused(tmp_path):
