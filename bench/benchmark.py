@@ -49,7 +49,8 @@ How each number is taken
       needs no gradient are counted at 4 too (an over-count below 1/layers of the base).
       QLoRA is credited the LoRA FLOPs: its 4-bit dequantization is extra work, not useful FLOPs.
   * Hardware limit: the best rate of `torch.matmul` on large square matrices (2*n^3 FLOPs) at the same
-    thread count, in fp32 (and bf16 on CUDA, the precision the suite trains in there). MFU = achieved
+    thread count, in fp32, and in bf16 on CUDA and on a CPU with bf16 instructions (AVX512-BF16, AMX),
+    where the methods section adds bf16-autocast rows on the BERT shape. MFU = achieved
     FLOP/s of the step / that peak.
   * Peak memory: `lab.memory.measure.PeakMemory`, as the suite records it (the job's `.peak`, taken by
     `FineTune.setup_model()`): peak resident set above a baseline taken before the model is loaded
@@ -97,6 +98,7 @@ from bench.flops import matmul_peak  # noqa: E402
 from bench.loops import breakdown_case, measure_case  # noqa: E402
 from bench.render import plot, render  # noqa: E402
 from bench.startup import measure_startup  # noqa: E402
+from lab.decisions import cpu_bf16_supported  # noqa: E402
 from lab.provenance import provenance  # noqa: E402
 from lab.recipe import resolve_device  # noqa: E402
 
@@ -202,10 +204,20 @@ def warm_up(session: Session) -> None:
         session.measure(Case("warm-up", FAMILY["llama-1m"], method, 2, 16), True, 1, 1, lambda message: None)
 
 
+def bert_shape(budget: Budget) -> tuple[str, tuple]:
+    """(name, (architecture, batch, seq)) of the budget's BERT shape: minilm-l6's, or its tiny stand-in."""
+    return next((n, shape) for n, shape in budget.shapes.items() if shape[0]["model_type"] == "bert")
+
+
 def methods_section(session: Session) -> list[dict]:
     """Every method on the budget's shapes, suite against plain, interleaved; then a small model."""
     b = session.budget
     cases = [Case(name, arch, method, batch, seq) for name, (arch, batch, seq) in b.shapes.items() for method in METHODS]
+    if session.device == "cpu" and cpu_bf16_supported():
+        # bf16 autocast beside fp32 where the CPU has bf16 instructions (`trainer.precision=bf16`), on the
+        # BERT shape, the model the CPU sweeps train.
+        name, (arch, batch, seq) = bert_shape(b)
+        cases += [Case(f"{name} bf16", arch, method, batch, seq, extra=("trainer.precision=bf16",)) for method in METHODS]
     rows = [session.measure(c, True, b.repeats, b.steps) for c in cases]
     # Small steps expose per-step fixed costs; enough steps that the logging cadence falls inside.
     small_cases = [Case("llama-1m", FAMILY["llama-1m"], m, 8, 64) for m in METHODS]
@@ -216,7 +228,7 @@ def adapters_section(session: Session) -> list[dict]:
     """Every method of the method comparison (sweeps/peft_methods.yaml), at its budget there, on the
     BERT shape (minilm-l6's, the model that sweep trains): the suite's step only, no twins."""
     b = session.budget
-    name, (arch, batch, seq) = [(n, shape) for n, shape in b.shapes.items() if shape[0]["model_type"] == "bert"][0]
+    name, (arch, batch, seq) = bert_shape(b)
     return [session.measure(c, False, b.repeats, b.steps) for c in adapter_cases(name, arch, batch, seq)]
 
 

@@ -9,6 +9,7 @@ import time
 import torch
 
 from bench.clock import sync
+from lab.decisions import cpu_bf16_supported
 
 
 def step_flops(model, cfg, batch: int, seq: int) -> dict:
@@ -55,8 +56,10 @@ def matmul_rates(n: int, device: str, dtype, repeats: int) -> list[float]:
 
 
 def matmul_peak(device: str, sizes: list[int], repeats: int = 5) -> dict:
-    """Best FLOP/s of a square matmul at each size; fp32, plus bf16 on CUDA."""
-    dtypes = [torch.float32] + ([torch.bfloat16] if device == "cuda" else [])
+    """Best FLOP/s of a square matmul at each size; fp32, plus bf16 on CUDA and on a CPU with bf16
+    instructions (where the suite's `trainer.precision=bf16` computes in it)."""
+    bf16 = device == "cuda" or (device == "cpu" and cpu_bf16_supported())
+    dtypes = [torch.float32] + ([torch.bfloat16] if bf16 else [])
     out = {}
     for dtype in dtypes:
         rows = []

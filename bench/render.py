@@ -99,39 +99,38 @@ def render_overhead(methods: list[dict]) -> list[str]:
             *(overhead_row(m) for m in methods)]
 
 
-def mfu_peak(methods: list[dict], peak: dict | None) -> tuple[str, float | None]:
-    """The matmul peak MFU is taken against: bf16 where the suite trained in bf16 and it was measured."""
-    bf16 = any(m["precision"] == "bf16" for m in methods) and peak and "bfloat16" in peak
-    name = "bfloat16" if bf16 else "float32"
-    return name, peak[name]["peak_flops_per_s"] if peak else None
+def peak_for(m: dict, peak: dict | None) -> float | None:
+    """The matmul peak a row's MFU is taken against: the one of the precision it trained in."""
+    name = "bfloat16" if m["precision"] == "bf16" else "float32"
+    return peak[name]["peak_flops_per_s"] if peak and name in peak else None
 
 
 def cost_row(m: dict, peak_rate: float | None) -> str:
     c, f, s = m["case"], m["flops_per_step"], m["suite_step_s"]
     rate = f["total"] / s["median"]
     mfu = f"{100 * rate / peak_rate:.0f}%" if peak_rate else "–"
-    return (f"| {c['name']} | {c['method']} | {c['batch']}×{c['seq']} | {millions(m['params']['trainable'])} / "
+    return (f"| {c['name']} | {c['method']} | {m['precision']} | {c['batch']}×{c['seq']} "
+            f"| {millions(m['params']['trainable'])} / "
             f"{millions(m['params']['total'])} | {fmt_range(s)} | {m['tokens_per_step'] / s['median']:.0f} "
             f"| {gflops(f['total'])} | {gflops(rate)} | {mfu} | {mb(sum(m['weights'].values()))} "
             f"| {mb(mem_bytes(m.get('memory_after_load')))} / {mb(mem_bytes(m['memory']))} | {m['optimizer']} |")
 
 
 def render_method_costs(methods: list[dict], peak: dict | None) -> list[str]:
-    peak_name, peak_rate = mfu_peak(methods, peak)
     return ["", "## Method costs (the suite's step)", "",
             "Tokens are non-padding input tokens. FLOPs per step by the rule in the docstring "
             "(trainable linear 6·in·out·t, frozen 4·in·out·t, attention 12·seq·d_attn per token and "
-            f"layer); MFU against the {peak_name} matmul peak. Weights: the exact bytes the parameters hold "
+            "layer); MFU against the matmul peak of the row's precision (bf16: autocast). Weights: the exact bytes the parameters hold "
             "(4-bit codes and their constants for QLoRA; MB = 1e6 bytes). Peak memory: the process's peak "
             "resident set above the pre-load baseline, after loading the model and after the first "
             "training steps (gradients, optimizer state, activations). On the CPU that resident set also "
             "holds the pages of the memory-mapped checkpoint that loading read, which is why QLoRA's "
             "peak shows no 4-bit saving here although its weights column does; the run ledger "
             "(`python -m bench.ledger_vs_estimate`) splits a run's bytes exactly.", "",
-            "| shape | method | batch×seq | params trainable / total | s/step | tokens/s | GFLOP/step | GFLOP/s | MFU "
-            "| weights MB | peak MB: load / training | optimizer |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|",
-            *(cost_row(m, peak_rate) for m in methods)]
+            "| shape | method | precision | batch×seq | params trainable / total | s/step | tokens/s | GFLOP/step "
+            "| GFLOP/s | MFU | weights MB | peak MB: load / training | optimizer |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+            *(cost_row(m, peak_for(m, peak)) for m in methods)]
 
 
 def adapter_row(m: dict, full_step: float | None) -> str:
