@@ -92,3 +92,12 @@ def test_a_wheel_install_finds_its_configs_and_runs(tmp_path):
     assert report.returncode == 0, report.stdout[-3000:] + report.stderr[-3000:]
     html = (work / "report" / "report.html").read_text()
     assert "Report: smoke" in html and "Published figures beside ours" in html
+
+
+def test_a_job_process_freezes_the_collector_at_exit():
+    """lab.train registers gc.freeze before any library's exit handler: a handler registered before it
+    runs after it and sees the objects frozen."""
+    probe = ("import atexit, gc; atexit.register(lambda: print('frozen', gc.get_freeze_count() > 0)); "
+             "import lab.train")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "frozen True", out.stderr[-2000:]
