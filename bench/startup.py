@@ -106,16 +106,17 @@ def timeline(events: dict, process_s: float) -> list[dict]:
     return jobs
 
 
-# Imports the suite's stack and exits; with "freeze", the objects alive at exit are moved out of the
-# garbage collector's reach first, to tell how much of the exit is the collector's final passes.
-# lab.recipe is named: lab.train imports it only when a job runs.
+# Imports the suite's stack and exits; with "freeze" (what lab.train registers for every job), the
+# objects alive at exit are moved out of the garbage collector's reach first; "plain" unregisters it,
+# to tell how much of the exit is the collector's final passes. lab.recipe is named: lab.train imports
+# it only when a job runs.
 TEARDOWN_PROBE = r"""
 import atexit, gc, sys, time
 import lab.train, lab.recipe
 from transformers import Trainer
 import peft, bitsandbytes, datasets
-if sys.argv[1] == "freeze":
-    atexit.register(gc.freeze)
+if sys.argv[1] == "plain":
+    atexit.unregister(gc.freeze)
 atexit.register(lambda: print(f"BENCH exit {time.time():.6f}", file=sys.stderr, flush=True))
 print(f"BENCH objects {len(gc.get_objects())}", file=sys.stderr, flush=True)
 """

@@ -88,3 +88,23 @@ def test_adapter_cases_are_the_method_comparison_at_its_budgets(tmp_path):
         job = cases.prepare(by_method[method], steps=2, results=str(tmp_path), device="cpu")
         job.setup_model()
         assert job.params["trainable"] > 0
+
+
+def test_targets_table_marks_each_target_met_or_not():
+    from bench import render
+
+    def row(name, method, precision, ratio, flops, step):
+        return {"case": {"name": name, "method": method}, "precision": precision, "flops_per_step": {"total": flops},
+                "suite_step_s": {"median": step}, "suite_over_plain_clip_throughput": {"median": ratio}}
+
+    report = {"peak": {"float32": {"peak_flops_per_s": 100.0}, "bfloat16": {"peak_flops_per_s": 400.0}},
+              "methods": [row("minilm-l6-shape", "full", "fp32", 0.99, 60.0, 1.0),
+                          row("minilm-l6-shape bf16", "full", "bf16", 0.95, 100.0, 1.0)],
+              "startup": {"separate": [{"jobs": [{"command_to_first_step_s": 6.0}]},
+                                       {"jobs": [{"command_to_first_step_s": 4.5}]}]}}
+    rows = render.target_rows(report)
+    assert rows[0].endswith("| 0.990 | yes | Where a step's time goes |")
+    assert "| 0.950 | **no** |" in rows[1]
+    assert "| 60% | yes |" in rows[2] and "(fp32)" in rows[2]  # 60 FLOP/s of the fp32 peak's 100
+    assert "| 25% | **no** |" in rows[3]  # the bf16 row against the bf16 peak, not the fp32 one
+    assert "| 4.50 s | yes |" in rows[4]
