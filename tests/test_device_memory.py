@@ -1,6 +1,8 @@
 """The device memory record: CUDA allocator statistics parsed from a `torch.cuda.memory_stats()`
 shaped dict (the real call needs a GPU), and the CPU's record without them."""
 
+import mmap
+
 from lab.memory.measure import PeakMemory, cuda_memory_record
 
 MiB = 2**20
@@ -40,9 +42,12 @@ def test_cuda_record_of_an_empty_allocator_is_zero():
 
 def test_cpu_record_has_no_cuda_pools_and_says_so():
     peak = PeakMemory("cpu")
-    buffer = b"\x01" * (64 * MiB)  # written, so its pages are resident
+    # Fresh pages from the kernel, written so they are resident: a Python bytes object could reuse heap
+    # pages an earlier test freed (a pytest-xdist worker runs many), which would not raise the peak.
+    buffer = mmap.mmap(-1, 64 * MiB)
+    buffer.write(b"\x01" * (64 * MiB))
     record = peak.read()
-    del buffer
+    buffer.close()
     assert record["device"] == "cpu" and record["peak_rss_above_baseline"] >= 60 * MiB
     assert not any(pool in key for key in record for pool in ("allocated", "reserved", "active"))
     assert any("no CUDA allocator statistics" in note for note in record["notes"])
