@@ -87,10 +87,12 @@ class Cell:
         return stats.seed_sd(self.scores().values())
 
     def row_scores(self, split: str = "test") -> pd.DataFrame | None:
-        """seed x row id: each learned run's score per row (100 if correct), from its per-row outputs;
-        None when the metric is not a per-row accuracy or any run kept no (or a changed) rows file."""
+        """seed x row id: each learned run's score per row (100 if correct), or for macro-F1 its predicted
+        label (the gold labels in `attrs["gold"]`), from its per-row outputs; None when the metric has no
+        per-row form or any run kept no (or a changed) rows file."""
         if split not in self._rows:
-            self._rows[split] = _row_matrix(self.learned, split) if per_row(self.metric) and self.scores() else None
+            self._rows[split] = _row_matrix(self.learned, split, self.metric) \
+                if per_row(self.metric) and self.scores() else None
         return self._rows[split]
 
     def compare(self, other: "Cell") -> stats.Comparison:
@@ -125,8 +127,9 @@ def scaled(value: float, metric: str) -> float:
 
 
 def per_row(metric: str) -> bool:
-    """Accuracy is the mean of a per-row score (correct or not); F1 or a token-weighted loss is not."""
-    return metric.endswith("accuracy")
+    """Accuracy is the mean of a per-row score (correct or not); macro-F1 is recomputed from per-row
+    predicted labels; a token-weighted loss has no per-row form here."""
+    return metric.endswith("accuracy") or metric.endswith("macro_f1")
 
 
 def bounds(metric: str) -> tuple[float, float] | None:
@@ -138,9 +141,10 @@ def difference_bounds(metric: str) -> tuple[float, float] | None:
     return (-100.0, 100.0) if is_fraction(metric) else None
 
 
-def _row_matrix(runs: pd.DataFrame, split: str) -> pd.DataFrame | None:
-    """The runs' per-row correctness as points, one row per seed, aligned by row id."""
-    series = {}
+def _row_matrix(runs: pd.DataFrame, split: str, metric: str) -> pd.DataFrame | None:
+    """The runs' per-row correctness as points (macro-F1: their predicted labels), one row per seed,
+    aligned by row id."""
+    series, gold = {}, None
     for _, run in runs.iterrows():
         expected, name = run.get("rows.sha256"), run.get("rows.file")
         if not isinstance(expected, str) or not isinstance(name, str) or not isinstance(run.get("path"), str):
@@ -151,8 +155,19 @@ def _row_matrix(runs: pd.DataFrame, split: str) -> pd.DataFrame | None:
         frame = read_rows(folder, split)
         if frame is None or "correct" not in frame:
             return None
-        series[int(run["seed"])] = 100.0 * frame["correct"].astype(float)
-    return pd.DataFrame(series).T.dropna(axis=1) if series else None
+        if metric.endswith("macro_f1"):
+            series[int(run["seed"])], gold = frame["pred"], frame["gold"]
+        else:
+            series[int(run["seed"])] = 100.0 * frame["correct"].astype(float)
+    if not series:
+        return None
+    matrix = pd.DataFrame(series).T.dropna(axis=1)
+    if gold is not None:
+        labels = runs["label_names"].dropna().iloc[0] if "label_names" in runs else None
+        matrix = matrix.astype(int)
+        matrix.attrs = {"gold": gold.astype(int),
+                        "classes": len(labels) if isinstance(labels, list) else int(max(gold.max(), matrix.max().max())) + 1}
+    return matrix
 
 
 def is_fraction(metric: str) -> bool:

@@ -211,12 +211,16 @@ def _two_sided(draws: np.ndarray) -> float:
 
 
 def row_comparison(rows_a: pd.DataFrame, rows_b: pd.DataFrame) -> Comparison | None:
-    """The paired comparison on per-row scores (seed x row id, points), over the seeds and rows both
-    have; None when they share no seed or no row."""
+    """The paired comparison on per-row outputs (seed x row id), over the seeds and rows both have;
+    None when they share no seed or no row. Per-row scores (points) are averaged; predicted labels
+    (`attrs["gold"]` beside them) are scored by macro-F1, recomputed on every draw."""
     seeds = rows_a.index.intersection(rows_b.index)
     ids = rows_a.columns.intersection(rows_b.columns)
     if not len(seeds) or not len(ids):
         return None
+    if "gold" in rows_a.attrs:
+        return macro_f1_comparison(rows_a.loc[seeds, ids], rows_b.loc[seeds, ids], rows_a.attrs["gold"].loc[ids],
+                                   rows_a.attrs["classes"])
     a = rows_a.loc[seeds, ids].to_numpy(float)
     b = rows_b.loc[seeds, ids].to_numpy(float)
     diffs = a - b
@@ -230,6 +234,50 @@ def row_comparison(rows_a: pd.DataFrame, rows_b: pd.DataFrame) -> Comparison | N
     return BootstrapComparison(value, len(seeds), f"two-level bootstrap, {len(seeds)} paired seeds x {n_rows:,} "
                                f"rows, {DRAWS:,} draws", BOTH, _two_sided(draws),
                                sd_seed=seed_sd(diffs.mean(axis=1)), sd_row=sd_row, rows=n_rows, draws=draws)
+
+
+def macro_f1(pred: np.ndarray, gold: np.ndarray, classes: int, counts: np.ndarray) -> np.ndarray:
+    """Macro-F1 in points (draws x seeds) of each seed's predicted labels (seeds x rows) when row i
+    counts counts[draw, i] times. Per class F1 = 2TP / (predicted + gold positives), 0 where a class
+    is neither predicted nor present: sklearn's f1_score(average="macro", labels=range(classes)),
+    which the shipped metric calls; a weighted sum here so that every draw is a matrix product."""
+    total = np.zeros((counts.shape[0], pred.shape[0]))
+    for c in range(classes):
+        is_gold = (gold == c).astype(float)
+        is_pred = (pred == c).astype(float)
+        tp = counts @ (is_pred * is_gold).T
+        denominator = counts @ is_pred.T + (counts @ is_gold)[:, None]
+        total += np.divide(2 * tp, denominator, out=np.zeros_like(tp), where=denominator > 0)
+    return 100 * total / classes
+
+
+def macro_f1_comparison(pred_a: pd.DataFrame, pred_b: pd.DataFrame, gold: pd.Series, classes: int,
+                        draws: int = DRAWS, seed: int = BOOTSTRAP_SEED) -> Comparison:
+    """Macro-F1 of a minus b on the same seeds and rows: the two-level bootstrap of
+    `two_level_bootstrap`, with macro-F1 recomputed from each draw's rows (it is not a mean over rows)."""
+    a, b, g = pred_a.to_numpy(), pred_b.to_numpy(), gold.to_numpy()
+    n_seeds, n_rows = a.shape
+    per_seed = (macro_f1(a, g, classes, np.ones((1, n_rows))) - macro_f1(b, g, classes, np.ones((1, n_rows))))[0]
+    value = float(per_seed.mean())
+    # Adjusted residuals, as for a mean: the seed share of the variance unbiased.
+    adjust = (per_seed - value) * (math.sqrt(n_seeds / (n_seeds - 1)) - 1) if n_seeds > 1 else 0.0
+    rng = np.random.default_rng(seed)
+    out = []
+    for start in range(0, draws, _CHUNK):
+        size = min(_CHUNK, draws - start)
+        picks = rng.integers(0, n_rows, size=(size, n_rows)) + (np.arange(size) * n_rows)[:, None]
+        counts = np.bincount(picks.ravel(), minlength=size * n_rows).reshape(size, n_rows).astype(float)
+        diffs = macro_f1(a, g, classes, counts) - macro_f1(b, g, classes, counts) + adjust
+        if n_seeds > 1:
+            diffs = np.take_along_axis(diffs, rng.integers(0, n_seeds, size=(size, n_seeds)), axis=1)
+        out.append(diffs.mean(axis=1))
+    samples = np.concatenate(out)
+    if n_seeds == 1:
+        return BootstrapComparison(value, 1, f"one seed: bootstrap of macro-F1 over {n_rows:,} rows", ROWS,
+                                   _two_sided(samples), rows=n_rows, draws=samples)
+    return BootstrapComparison(value, n_seeds, f"two-level bootstrap of macro-F1, {n_seeds} paired seeds x "
+                               f"{n_rows:,} rows, {draws:,} draws", BOTH, _two_sided(samples),
+                               sd_seed=seed_sd(per_seed), rows=n_rows, draws=samples)
 
 
 def seed_comparison(a: dict, b: dict) -> Comparison:
@@ -277,6 +325,8 @@ def seeds_needed(shortfall: float, sd: float, alpha: float, power: float) -> flo
 def rows_needed(shortfall: float, sd: float, alpha: float, power: float) -> float:
     """Test rows for a one-sided z test over rows (statsmodels, one sample) to show `shortfall`, when
     per-row differences spread by `sd`; inf if it cannot."""
+    if math.isnan(sd):  # macro-F1 is no mean over rows: no per-row spread to size a test by
+        return math.nan
     if not shortfall > 0 or not sd > 0:
         return math.inf if not shortfall > 0 else 1.0
     return float(NormalIndPower().solve_power(effect_size=shortfall / sd, alpha=alpha, power=power, ratio=0,

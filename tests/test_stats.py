@@ -211,3 +211,41 @@ def test_the_bootstrap_is_fast_enough_for_a_report(per_row):
     for _ in range(10):
         stats.compare({}, {}, a, b)
     assert time.perf_counter() - start < 30  # about 2 s here; generous for a shared machine
+
+
+def test_macro_f1_under_row_weights_is_sklearns_with_sample_weights():
+    from sklearn.metrics import f1_score
+
+    rng = np.random.default_rng(3)
+    gold = rng.integers(0, 3, size=200)
+    pred = np.where(rng.random((2, 200)) < 0.7, gold, rng.integers(0, 3, size=(2, 200)))
+    weights = rng.integers(0, 3, size=(4, 200)).astype(float)
+    got = stats.macro_f1(pred, gold, 3, weights)
+    for d in range(4):
+        for s in range(2):
+            want = 100 * f1_score(gold, pred[s], average="macro", labels=[0, 1, 2], sample_weight=weights[d],
+                                  zero_division=0)
+            assert got[d, s] == pytest.approx(want)
+
+
+def test_macro_f1_difference_is_paired_on_seeds_and_rows():
+    from sklearn.metrics import f1_score
+
+    rng = np.random.default_rng(4)
+    ids = [f"r{i}" for i in range(300)]
+    gold = pd.Series(rng.choice([0, 0, 0, 1], size=300), index=ids)  # imbalanced, as where macro-F1 leads
+    a = pd.DataFrame(np.where(rng.random((3, 300)) < 0.9, gold, 1 - gold), index=[0, 1, 2], columns=ids)
+    b = pd.DataFrame(np.where(rng.random((3, 300)) < 0.8, gold, 1 - gold), index=[0, 1, 2], columns=ids)
+    a.attrs = {"gold": gold, "classes": 2}
+    found = stats.row_comparison(a, b)
+    want = np.mean([100 * (f1_score(gold, a.loc[s], average="macro") - f1_score(gold, b.loc[s], average="macro"))
+                    for s in range(3)])
+    assert found.value == pytest.approx(want) and found.answers == stats.BOTH and found.rows == 300
+    low, high = found.interval()
+    assert low < found.value < high and found.p < 0.05
+    first = a.loc[[0]]
+    first.attrs = a.attrs
+    one = stats.row_comparison(first, b.loc[[0]])  # one seed: rows alone
+    assert one.answers == stats.ROWS and "macro-F1" in one.method
+    assert one.value == pytest.approx(100 * (f1_score(gold, a.loc[0], average="macro")
+                                             - f1_score(gold, b.loc[0], average="macro")))

@@ -118,8 +118,8 @@ def sample_sizes(cells: list[Cell], full: Cell | None, rules: Rules) -> pd.DataF
         out.append({"Comparison": f"{label} − full FT", "Observed difference": f"{c.value:+.2f}",
                     "SD of per-seed differences": f"{c.sd_seed:.2f}" if c.sd_seed == c.sd_seed else "–",
                     "Seeds needed": _count(seeds, c.n, "seeds"),
-                    "Test rows needed": _count(test_rows, c.rows, "rows") if c.rows else
-                    "no per-row outputs in these records"})
+                    "Test rows needed": _count(test_rows, c.rows, "rows") if c.rows and test_rows == test_rows
+                    else "– (macro-F1 is no mean over rows)" if c.rows else "no per-row outputs in these records"})
     return pd.DataFrame(out)
 
 
