@@ -296,6 +296,8 @@ class Marks(TrainerCallback):
         def wrapper(*args, **kwargs):
             if before == "fetch_start":
                 self.marks.append({})
+            if not self.marks:  # the ledger's probe step at train begin, before the first fetch: not a step
+                return method(*args, **kwargs)
             self.marks[-1][before] = time.perf_counter()
             result = method(*args, **kwargs)
             self.stamp(after)

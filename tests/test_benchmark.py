@@ -108,3 +108,13 @@ def test_targets_table_marks_each_target_met_or_not():
     assert "| 60% | yes |" in rows[2] and "(fp32)" in rows[2]  # 60 FLOP/s of the fp32 peak's 100
     assert "| 25% | **no** |" in rows[3]  # the bf16 row against the bf16 peak, not the fp32 one
     assert "| 4.50 s | yes |" in rows[4]
+
+
+def test_breakdown_times_the_steps_and_not_the_ledger_probe(tmp_path):
+    """The run's ledger probe calls training_step at train begin, before any step: the instrumented
+    run must leave it out of its step marks rather than fail."""
+    budget = cases.smoke_budget()
+    out = loops.breakdown_case(cases.Case("tiny", TINY, "lora", batch=2, seq=16), budget, "cpu", str(tmp_path),
+                               budget.small_steps)
+    assert out["steps"] == budget.small_steps
+    assert out["suite_ms"]["forward + backward (training_step)"] > 0
