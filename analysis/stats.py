@@ -173,6 +173,12 @@ class NoComparison(Comparison):
     """Too few seeds for any test: the difference of means alone."""
 
 
+def _row_counts(rng: np.random.Generator, size: int, n_rows: int) -> np.ndarray:
+    """`size` bootstrap draws of the rows, each as how often every row was drawn (size x rows)."""
+    picks = rng.integers(0, n_rows, size=(size, n_rows)) + (np.arange(size) * n_rows)[:, None]
+    return np.bincount(picks.ravel(), minlength=size * n_rows).reshape(size, n_rows)
+
+
 def two_level_bootstrap(diffs: np.ndarray, draws: int = DRAWS, seed: int = BOOTSTRAP_SEED,
                         seeds: bool = True, rows: bool = True) -> np.ndarray:
     """Bootstrap means of a (seeds x rows) matrix of paired differences, resampling the seeds, the rows
@@ -187,9 +193,7 @@ def two_level_bootstrap(diffs: np.ndarray, draws: int = DRAWS, seed: int = BOOTS
     for start in range(0, draws, _CHUNK):
         size = min(_CHUNK, draws - start)
         if rows:
-            picks = rng.integers(0, n_rows, size=(size, n_rows)) + (np.arange(size) * n_rows)[:, None]
-            counts = np.bincount(picks.ravel(), minlength=size * n_rows).reshape(size, n_rows)
-            means = counts @ diffs.T / n_rows  # draws x seeds
+            means = _row_counts(rng, size, n_rows) @ diffs.T / n_rows  # draws x seeds
         else:
             means = np.broadcast_to(diffs.mean(axis=1), (size, n_seeds))
         if seeds:
@@ -265,8 +269,7 @@ def macro_f1_comparison(pred_a: pd.DataFrame, pred_b: pd.DataFrame, gold: pd.Ser
     out = []
     for start in range(0, draws, _CHUNK):
         size = min(_CHUNK, draws - start)
-        picks = rng.integers(0, n_rows, size=(size, n_rows)) + (np.arange(size) * n_rows)[:, None]
-        counts = np.bincount(picks.ravel(), minlength=size * n_rows).reshape(size, n_rows).astype(float)
+        counts = _row_counts(rng, size, n_rows).astype(float)
         diffs = macro_f1(a, g, classes, counts) - macro_f1(b, g, classes, counts) + adjust
         if n_seeds > 1:
             diffs = np.take_along_axis(diffs, rng.integers(0, n_seeds, size=(size, n_seeds)), axis=1)
