@@ -246,11 +246,36 @@ def render_startup(startup: dict) -> list[str]:
     lines += ["", f"{jobs} separate processes: {sep_total:.1f} s; `lab-train -m` with the same {jobs} jobs in one "
               f"process: {multi['process_s']:.1f} s, i.e. {(sep_total - multi['process_s']) / jobs:.1f} s per job "
               f"less ({100 * (1 - multi['process_s'] / sep_total):.0f}%).", ""]
-    return lines + render_teardown(startup.get("teardown"))
+    return lines + render_teardown(startup.get("teardown")) + render_launchers(startup)
+
+
+def non_training_s(job: dict) -> float:
+    """A job's seconds besides its training steps (its record's split, startup to write)."""
+    return sum(v for k, v in job.items() if k not in ("method", "train"))
+
+
+def render_launchers(startup: dict) -> list[str]:
+    launchers = startup.get("launchers")
+    if not launchers:
+        return []
+    parts = [k for k in next(iter(launchers.values()))["jobs"][0] if k != "method"]
+    lines = ["### A sweep's jobs by launcher", "",
+             f"`lab-train -m {' '.join(startup['launcher_overrides'])} hydra/launcher=L "
+             "hydra.launcher.array_parallelism=1`: each job's time split as its record has it "
+             "(`timing.split_seconds`), seconds; `local_submitit` starts each job as a new interpreter, "
+             "`local` forks it from a server that imported the stack once.", "",
+             "| launcher | method | " + " | ".join(parts) + " | besides training |", "|---" * (len(parts) + 3) + "|"]
+    for launcher, run in launchers.items():
+        for job in run["jobs"]:
+            lines.append(f"| {launcher} | {job['method']} | " + " | ".join(f"{job[k]:.2f}" for k in parts)
+                         + f" | {non_training_s(job):.2f} |")
+    lines += [""] + [f"- `{launcher}`: the {len(run['jobs'])} jobs took {run['process_s']:.1f} s from the command"
+                     for launcher, run in launchers.items()] + [""]
+    return lines
 
 
 # The targets the speed issue set; each row names the section that says where the rest of the time goes.
-OVERHEAD_TARGET, MFU_TARGET, STARTUP_TARGET_S = 0.98, 0.50, 5.0
+OVERHEAD_TARGET, MFU_TARGET, STARTUP_TARGET_S, NON_TRAINING_TARGET_S = 0.98, 0.50, 5.0, 10.0
 
 
 def target_rows(report: dict) -> list[str]:
@@ -273,6 +298,11 @@ def target_rows(report: dict) -> list[str]:
         got = min(r["jobs"][0]["command_to_first_step_s"] for r in startup["separate"])
         rows.append(("command → first step, tiny model, a new process (best of runs)", f"≤ {STARTUP_TARGET_S:.0f} s",
                      f"{got:.2f} s", got <= STARTUP_TARGET_S, "Start-up"))
+        for launcher, run in (startup.get("launchers") or {}).items():
+            worst = max(non_training_s(job) for job in run["jobs"])
+            rows.append((f"a minilm-l6 job's time besides training, `{launcher}` launcher (worst method)",
+                         f"≤ {NON_TRAINING_TARGET_S:.0f} s", f"{worst:.2f} s", worst <= NON_TRAINING_TARGET_S,
+                         "A sweep's jobs by launcher"))
     return [f"| {what} | {target} | {got} | {'yes' if met else '**no**'} | {where} |"
             for what, target, got, met, where in rows]
 

@@ -6,6 +6,8 @@ launcher), and a probe of how long the interpreter takes to exit after importing
 
 from __future__ import annotations
 
+import glob
+import json
 import os
 import subprocess
 import sys
@@ -159,6 +161,39 @@ def multirun(jobs: int, workdir: str, log) -> dict:
     return multi
 
 
+# A sweep's job as `make demo` runs it (minilm-l6 on movie-sentences' 200 validation and 500 test rows,
+# one thread), 5 steps: what is left of the job is what a sweep pays besides training.
+LAUNCHER_OVERRIDES = ["model=minilm-l6", "dataset=movie-sentences", "dataset.sizes.validation=200",
+                      "dataset.sizes.test=500", "trainer.threads=1", "trainer.max_steps=5", "logger=none",
+                      "skip_finished=false", "method=full,lora,qlora"]
+LAUNCHERS = ("local_submitit", "local")
+
+
+def launcher_runs(workdir: str, log, overrides: list[str] = LAUNCHER_OVERRIDES) -> dict:
+    """The same sweep through each local launcher, one job at a time: each job's time split (its
+    record's timing.split_seconds) and the sweep's wall time."""
+    out = {}
+    for launcher in LAUNCHERS:
+        results = os.path.join(workdir, f"launcher-{launcher}")
+        command = [sys.executable, "-m", "lab", "-m", *overrides, f"hydra/launcher={launcher}",
+                   "hydra.launcher.array_parallelism=1", f"paths.results={results}",
+                   f"hydra.sweep.dir={os.path.join(workdir, 'hydra', launcher)}"]
+        started = time.time()
+        proc = subprocess.run(command, cwd=workdir, capture_output=True, text=True, timeout=1800,
+                              env=dict(os.environ, WANDB_MODE="offline", HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1"))
+        process_s = time.time() - started
+        if proc.returncode != 0:
+            raise RuntimeError(f"{' '.join(command)} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
+        jobs = []
+        for path in glob.glob(os.path.join(results, "*", "result.json")):
+            with open(path) as f:
+                record = json.load(f)
+            jobs.append({"method": record["method"], **record["timing"]["split_seconds"]})
+        out[launcher] = {"process_s": process_s, "jobs": sorted(jobs, key=lambda j: j["method"])}
+        log(f"  {launcher}: {len(jobs)} jobs in {process_s:.1f} s")
+    return out
+
+
 def measure_startup(jobs: int, workdir: str, log) -> dict:
     """The report's `startup` section."""
     separate = separate_runs(jobs, workdir, log)
@@ -167,4 +202,4 @@ def measure_startup(jobs: int, workdir: str, log) -> dict:
     log(f"  exit after imports: {teardown['plain']['after_exit_handlers_s']:.2f} s, "
         f"{teardown['freeze']['after_exit_handlers_s']:.2f} s with gc.freeze()")
     return {"jobs": jobs, "overrides": STARTUP_OVERRIDES, "separate": separate, "multirun": multi,
-            "teardown": teardown}
+            "teardown": teardown, "launchers": launcher_runs(workdir, log), "launcher_overrides": LAUNCHER_OVERRIDES}

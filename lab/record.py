@@ -202,12 +202,16 @@ def read_results(results_dir: str) -> tuple[list[dict], list[dict]]:
     return records, problems
 
 
-def write_json_atomic(path: str, payload: dict) -> None:
-    """Readers see all of the record or none of it (lab.paths.atomic_file), and it is on disk (fsync)."""
+def write_json_atomic(path: str, payload: dict) -> dict:
+    """Readers see all of the record or none of it (lab.paths.atomic_file), and it is on disk (fsync).
+    Returns the record as read back from the file: plain JSON types only, so a sweep's launcher that
+    unpickles a job's return gets no library object (a transformers enum would import transformers there)."""
+    text = json.dumps(payload, indent=2, sort_keys=False, default=str)
     with atomic_file(path) as tmp, open(tmp, "w") as f:
-        json.dump(payload, f, indent=2, sort_keys=False, default=str)
+        f.write(text)
         f.flush()
         os.fsync(f.fileno())
+    return json.loads(text)
 
 
 # `key=value` as Hydra writes overrides (overrides.yaml, hydra.yaml's task list and override_dirname).
@@ -232,8 +236,7 @@ def write_record(path: str, record: dict) -> dict:
     the record in its output, where a full disk cannot take it away.
     """
     try:
-        write_json_atomic(path, record)
-        return record
+        return write_json_atomic(path, record)
     except OSError as err:
         if err.errno not in NO_SPACE:
             raise RecordNotWritten(err.errno, f"cannot write {path}: {err.strerror}") from err
@@ -241,10 +244,9 @@ def write_record(path: str, record: dict) -> dict:
     small = {k: record[k] for k in ESSENTIAL_FIELDS if k in record}
     small["truncated"] = f"disk full ({reason}) writing the full record: only {', '.join(small)} were kept"
     try:
-        write_json_atomic(path, small)
+        return write_json_atomic(path, small)
     except OSError as err:
         raise RecordNotWritten(err.errno, f"cannot write {path}, not even its essentials: {err.strerror}") from err
-    return small
 
 
 def scrub_overrides(text: str) -> str:

@@ -210,7 +210,7 @@ def run_and_record(job, path: str, started: float) -> dict:
 
 def time_split(job, started: float, now: float) -> dict:
     """timing.split_seconds: where the job's wall time went, its startup counted from the process's
-    start for the process's first job (a fresh process per job under local_submitit and SLURM)."""
+    start for the process's first job (a fresh process per job under local, local_submitit and SLURM)."""
     first = job.started["earlier_jobs"] == 0
     startup_from = process_started() if first else None
     return {"split_seconds": job.time_split(startup_from or started, now),

@@ -101,13 +101,33 @@ def test_targets_table_marks_each_target_met_or_not():
               "methods": [row("minilm-l6-shape", "full", "fp32", 0.99, 60.0, 1.0),
                           row("minilm-l6-shape bf16", "full", "bf16", 0.95, 100.0, 1.0)],
               "startup": {"separate": [{"jobs": [{"command_to_first_step_s": 6.0}]},
-                                       {"jobs": [{"command_to_first_step_s": 4.5}]}]}}
+                                       {"jobs": [{"command_to_first_step_s": 4.5}]}],
+                          "launchers": {"local": {"process_s": 30.0, "jobs": [
+                              {"method": "full", "startup": 0.5, "setup": 1.0, "train": 9.0, "evaluate": 4.0,
+                               "checks": 0.0, "write": 0.1},
+                              {"method": "lora", "startup": 0.5, "setup": 2.0, "train": 5.0, "evaluate": 6.0,
+                               "checks": 2.0, "write": 0.1}]}}}}
     rows = render.target_rows(report)
     assert rows[0].endswith("| 0.990 | yes | Where a step's time goes |")
     assert "| 0.950 | **no** |" in rows[1]
     assert "| 60% | yes |" in rows[2] and "(fp32)" in rows[2]  # 60 FLOP/s of the fp32 peak's 100
     assert "| 25% | **no** |" in rows[3]  # the bf16 row against the bf16 peak, not the fp32 one
     assert "| 4.50 s | yes |" in rows[4]
+    assert "`local` launcher (worst method) | ≤ 10 s | 10.60 s | **no** |" in rows[5]  # LoRA's: all but its train
+
+
+def test_each_local_launcher_runs_the_sweep_and_its_jobs_split_their_time(tmp_path):
+    from bench import render
+
+    overrides = ["model=tiny-llama", "dataset=synthetic-lm", "trainer.max_steps=3", "logger=none",
+                 "skip_finished=false", "method=lora"]
+    runs = startup.launcher_runs(str(tmp_path), lambda line: None, overrides)
+    assert set(runs) == set(startup.LAUNCHERS)
+    for run in runs.values():
+        assert [job["method"] for job in run["jobs"]] == ["lora"]
+        assert all(job["startup"] > 0 and job["train"] > 0 for job in run["jobs"])
+    lines = render.render_launchers({"launchers": runs, "launcher_overrides": overrides})
+    assert sum(line.startswith("| local") for line in lines) == 2
 
 
 def test_breakdown_times_the_steps_and_not_the_ledger_probe(tmp_path):

@@ -1,5 +1,5 @@
 """A multirun's progress lines: one per job state change with the totals, for the basic, joblib and
-submitit launchers (real sweeps of tiny runs)."""
+submitit launchers and the forked local one (real sweeps of tiny runs)."""
 
 import json
 import re
@@ -14,8 +14,9 @@ TOTALS = re.compile(r"^\[sweep (\d+)/(\d+) done, (\d+) running, (\d+) failed, (\
 
 
 @pytest.mark.parametrize("launcher", [[], ["hydra/launcher=parallel", "hydra.launcher.n_jobs=2"],
-                                      ["hydra/launcher=local_submitit", "hydra.launcher.array_parallelism=2"]],
-                         ids=["basic", "parallel", "local_submitit"])
+                                      ["hydra/launcher=local_submitit", "hydra.launcher.array_parallelism=2"],
+                                      ["hydra/launcher=local", "hydra.launcher.array_parallelism=2"]],
+                         ids=["basic", "parallel", "local_submitit", "local"])
 def test_each_job_prints_its_start_its_end_and_the_totals(tmp_path, launcher):
     output = finish(lab_multirun(tmp_path, tmp_path / "results", tmp_path / "multirun", TWO_JOBS, *launcher))
     lines = [line for line in output.splitlines() if TOTALS.match(line)]

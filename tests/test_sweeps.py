@@ -123,7 +123,8 @@ def test_a_job_in_two_groups_runs_once():
 
 
 @pytest.mark.parametrize("launcher,target", [
-    ("parallel", "JoblibLauncher"), ("slurm", "SlurmLauncher"), ("local_submitit", "LocalLauncher")])
+    ("parallel", "JoblibLauncher"), ("slurm", "SlurmLauncher"), ("local_submitit", "LocalLauncher"),
+    ("local", "ForkedLocalLauncher")])
 def test_launcher_configs_extend_the_plugins(launcher, target):
     cfg = compose([f"hydra/launcher={launcher}"], hydra=True)
     assert cfg.hydra.launcher._target_.endswith(target)
@@ -211,6 +212,44 @@ def test_local_submitit_keeps_n_jobs_running_and_starts_the_next_as_one_ends(tmp
     assert spans[2][0] < spans[0][1], spans  # the third began while the first still ran...
     assert spans[2][0] >= spans[1][1] - 1.0, spans  # ...once the second had ended: two slots
     assert len(list((sweep_dir / ".submitit").iterdir())) >= 3  # one submitit process per job
+
+
+def test_local_forks_each_job_in_its_own_process_and_keeps_n_running(tmp_path):
+    """The forked launcher: three jobs, two at a time, the second an invalid config that ends at once:
+    the third starts while the first still trains; each job is its process's first (a fresh process
+    forked from the server, not a reused worker), with its output in its own files."""
+    results, sweep_dir = tmp_path / "results", tmp_path / "multirun"
+    groups = "hydra.sweeper.groups=[{method:lora,rank:2},{method:lora,rank:0},{method:qlora,rank:4}]"
+    finish(lab_multirun(tmp_path, results, sweep_dir, groups, "hydra/launcher=local",
+                        "hydra.launcher.array_parallelism=2"))
+    assert summary(sweep_dir)["counts"] == {"ok": 2, "invalid-config": 1}
+    spans = {}
+    for path in (sweep_dir / ".progress").glob("*.json"):
+        state = json.loads(path.read_text())
+        spans[state["num"]] = (state["at"], state["at"] + state["seconds"])
+    assert spans[2][0] < spans[0][1], spans  # the third began while the first still ran...
+    assert spans[2][0] >= spans[1][1] - 1.0, spans  # ...once the second had ended: two slots
+    for record in records(results).values():
+        assert record["timing"]["startup_from"] == "process start", record["timing"]
+    assert "rank=0" in (sweep_dir / ".jobs" / "1.err").read_text()  # the invalid config said why, in its file
+    assert sorted(p.name for p in (sweep_dir / ".jobs").glob("*.out")) == ["0.out", "1.out", "2.out"]
+
+
+def test_local_job_past_its_timeout_is_stopped_and_recorded_as_crashed(tmp_path):
+    results, sweep_dir = tmp_path / "results", tmp_path / "multirun"
+    output = finish(lab_multirun(tmp_path, results, sweep_dir, "hydra.sweeper.groups=[{method:lora,rank:2}]",
+                                 "hydra/launcher=local", "hydra.launcher.timeout_min=0.001"))
+    assert summary(sweep_dir)["counts"] == {"crashed": 1}
+    assert "stopped after its timeout of 0.001 min" in output
+    assert not list(results.glob("*/result.json"))
+
+
+def test_local_launcher_refuses_a_bad_setting(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "lab", "-m", "+sweep=smoke", "hydra/launcher=local",
+                           "hydra.launcher.array_parallelism=0", f"paths.results={tmp_path}",
+                           f"hydra.sweep.dir={tmp_path / 'multirun'}"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode != 0 and "hydra.launcher.array_parallelism=0: a whole number >= 1" in proc.stderr
 
 
 def test_bracketing_extends_an_edge_choice_and_confirms_it_with_more_seeds(tmp_path):

@@ -3,7 +3,8 @@
     [sweep 3/14 done, 2 running, 0 failed, 9 left | 4m10s, ETA 9m05s] finished method=lora rank=4 seed=0: test_accuracy 0.8120 in 52 s
 
 Hydra calls a Callback's `on_job_start` / `on_job_end` where the job runs: in the sweep's own process
-(basic launcher), a joblib worker (`parallel`) or a submitit subprocess (`local_submitit`, `slurm`),
+(basic launcher), a joblib worker (`parallel`), a forked process (`local`) or a submitit subprocess
+(`local_submitit`, `slurm`),
 whose output the terminal may never see. So each job only writes its state to
 `<sweep dir>/.progress/<job number>.json`, and a thread of the sweep's process (started by
 `on_multirun_start`) prints one line per change it finds there. The total comes from the sweeper's
