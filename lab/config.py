@@ -508,13 +508,26 @@ def _check_architecture(merged: DictConfig) -> None:
         return
     arch = OmegaConf.to_container(merged.model.architecture, resolve=True)
     positions = architecture_sizes(arch).get("max_position_embeddings")
-    check_max_length(merged.model.max_length, positions)
+    check_max_length(merged, positions)
 
 
-def check_max_length(max_length: int, positions: int | None) -> None:
-    if positions and max_length > positions:
+# Methods whose `rank` virtual tokens are put before every input: they take positions like real tokens.
+PREPENDS_VIRTUAL_TOKENS = ("PROMPT_TUNING", "P_TUNING")
+
+
+def check_max_length(cfg: DictConfig, positions: int | None) -> None:
+    """model.max_length, plus the virtual tokens of a method that prepends them, fits the model's
+    positions (else the run would fail at its first batch with a tensor-size error)."""
+    max_length = cfg.model.max_length
+    if not positions:
+        return
+    if max_length > positions:
         raise ConfigError("model.max_length", max_length,
                           f"at most the model's {positions} positions (max_position_embeddings)")
+    if cfg.method.get("peft_type") in PREPENDS_VIRTUAL_TOKENS and cfg.rank and max_length + cfg.rank > positions:
+        raise ConfigError("rank", cfg.rank, f"at most {positions - max_length} virtual tokens for {cfg.method.name}: "
+                          f"they come before each input of up to model.max_length={max_length} tokens, within the "
+                          f"model's {positions} positions (or lower model.max_length)")
 
 
 def _check_labels(data: DictConfig) -> None:

@@ -129,7 +129,7 @@ class FineTune:
                               "was taken from its bytes); run the command again")
         self.checkpoint = models.checkpoint_path(self.cfg.model, self.cache)
         self.tokenizer = models.load_tokenizer(self.checkpoint, self.cfg.model)
-        check_max_length(self.cfg.model.max_length, models.position_limit(self.checkpoint, self.tokenizer))
+        check_max_length(self.cfg, models.position_limit(self.checkpoint, self.tokenizer))
         # Cached by tokenizer and split in <cache>/tokenized: a sweep's later jobs read it (lab.data.encode).
         self.tokenized = tokenize(self.data, self.tokenizer, self.cfg.model.max_length, cache_dir=self.cache)
         self.collate = collator(self.tokenizer, self.data.task)

@@ -457,6 +457,7 @@ def test_fold_labels_folds_case_and_spaces_into_one_class(tmp_path):
 
 @pytest.mark.parametrize("override,key", [
     ("model.max_length=129", "model.max_length"),  # tiny-bert has 128 positions
+    ("method=prompt_tuning rank=100", "rank"),  # 100 virtual tokens before 64: past the 128 positions
     ("logger=wandb logger.mode=bogus", "logger.mode"),
     ("model.architecture.num_hidden_layers=1000000", "model.architecture.num_hidden_layers"),
     ("model.architecture.num_attention_heads=5", "model.architecture.num_attention_heads"),
