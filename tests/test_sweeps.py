@@ -19,7 +19,7 @@ SWEEPS = sorted(p.stem for p in (CONF / "sweep").glob("*.yaml"))
 EXPECTED_JOBS = {"quick": 14, "rank_vs_accuracy": 57, "smoke": 4, "method_comparison": 18,
                  "method_comparison_quick": 9, "model_size": 27,
                  "lora_glue": 40, "lora_rank_targets": 48, "qlora_llama2_7b": 5, "rank_vs_accuracy_tuned": 66,
-                 "scaling_variants": 126, "bf16_vs_fp32": 6, "peft_methods": 84}
+                 "scaling_variants": 126, "bf16_vs_fp32": 18, "peft_methods": 84}
 
 
 def sweep_jobs(name):
