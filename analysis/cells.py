@@ -91,7 +91,7 @@ class Cell:
         label (the gold labels in `attrs["gold"]`), from its per-row outputs; None when the metric has no
         per-row form or any run kept no (or a changed) rows file."""
         if split not in self._rows:
-            self._rows[split] = _row_matrix(self.learned, split, self.metric) \
+            self._rows[split] = row_matrix(self.learned, split, self.metric) \
                 if per_row(self.metric) and self.scores() else None
         return self._rows[split]
 
@@ -141,7 +141,7 @@ def difference_bounds(metric: str) -> tuple[float, float] | None:
     return (-100.0, 100.0) if is_fraction(metric) else None
 
 
-def _row_matrix(runs: pd.DataFrame, split: str, metric: str) -> pd.DataFrame | None:
+def row_matrix(runs: pd.DataFrame, split: str, metric: str) -> pd.DataFrame | None:
     """The runs' per-row correctness as points (macro-F1: their predicted labels), one row per seed,
     aligned by row id."""
     series, gold = {}, None
