@@ -195,13 +195,15 @@ def test_local_submitit_runs_each_job_in_its_own_process(tmp_path):
     assert list((sweep_dir / ".submitit").iterdir())  # submitit's per-job folders: the jobs ran through it
 
 
-def test_local_submitit_keeps_n_jobs_running_and_starts_the_next_as_one_ends(tmp_path):
+@pytest.mark.parametrize("launcher", ["local_submitit", "local"])
+def test_local_launchers_keep_n_jobs_running_and_start_the_next_as_one_ends(tmp_path, launcher):
     """Three jobs, two at a time, the second one an invalid config that ends in seconds: the third
     starts as soon as it ends, while the first still trains (batches of two would wait for the first),
-    and never more than two run at once."""
+    and never more than two run at once; each job is its process's first (a fresh submitit process, or
+    a process forked from the server: never a reused worker), its output in its own files."""
     results, sweep_dir = tmp_path / "results", tmp_path / "multirun"
-    groups = "hydra.sweeper.groups=[{method:lora,rank:2},{method:lora,rank:0},{method:lora,rank:4}]"
-    finish(lab_multirun(tmp_path, results, sweep_dir, groups, "hydra/launcher=local_submitit",
+    groups = "hydra.sweeper.groups=[{method:lora,rank:2},{method:lora,rank:0},{method:qlora,rank:4}]"
+    finish(lab_multirun(tmp_path, results, sweep_dir, groups, f"hydra/launcher={launcher}",
                         "hydra.launcher.array_parallelism=2"))
     assert summary(sweep_dir)["counts"] == {"ok": 2, "invalid-config": 1}
     spans = {}
@@ -211,28 +213,13 @@ def test_local_submitit_keeps_n_jobs_running_and_starts_the_next_as_one_ends(tmp
     assert sorted(spans) == [0, 1, 2]
     assert spans[2][0] < spans[0][1], spans  # the third began while the first still ran...
     assert spans[2][0] >= spans[1][1] - 1.0, spans  # ...once the second had ended: two slots
-    assert len(list((sweep_dir / ".submitit").iterdir())) >= 3  # one submitit process per job
-
-
-def test_local_forks_each_job_in_its_own_process_and_keeps_n_running(tmp_path):
-    """The forked launcher: three jobs, two at a time, the second an invalid config that ends at once:
-    the third starts while the first still trains; each job is its process's first (a fresh process
-    forked from the server, not a reused worker), with its output in its own files."""
-    results, sweep_dir = tmp_path / "results", tmp_path / "multirun"
-    groups = "hydra.sweeper.groups=[{method:lora,rank:2},{method:lora,rank:0},{method:qlora,rank:4}]"
-    finish(lab_multirun(tmp_path, results, sweep_dir, groups, "hydra/launcher=local",
-                        "hydra.launcher.array_parallelism=2"))
-    assert summary(sweep_dir)["counts"] == {"ok": 2, "invalid-config": 1}
-    spans = {}
-    for path in (sweep_dir / ".progress").glob("*.json"):
-        state = json.loads(path.read_text())
-        spans[state["num"]] = (state["at"], state["at"] + state["seconds"])
-    assert spans[2][0] < spans[0][1], spans  # the third began while the first still ran...
-    assert spans[2][0] >= spans[1][1] - 1.0, spans  # ...once the second had ended: two slots
     for record in records(results).values():
         assert record["timing"]["startup_from"] == "process start", record["timing"]
-    assert "rank=0" in (sweep_dir / ".jobs" / "1.err").read_text()  # the invalid config said why, in its file
-    assert sorted(p.name for p in (sweep_dir / ".jobs").glob("*.out")) == ["0.out", "1.out", "2.out"]
+    if launcher == "local_submitit":
+        assert len(list((sweep_dir / ".submitit").iterdir())) >= 3  # one submitit process per job
+    else:
+        assert "rank=0" in (sweep_dir / ".jobs" / "1.err").read_text()  # the invalid config said why, in its file
+        assert sorted(p.name for p in (sweep_dir / ".jobs").glob("*.out")) == ["0.out", "1.out", "2.out"]
 
 
 def test_local_job_past_its_timeout_is_stopped_and_recorded_as_crashed(tmp_path):

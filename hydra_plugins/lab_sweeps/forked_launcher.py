@@ -30,16 +30,15 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from hydra.core.config_store import ConfigStore
 from hydra.core.singleton import Singleton
-from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, run_job, setup_globals
+from hydra.core.utils import JobReturn, JobStatus, configure_log, run_job, setup_globals
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, open_dict
 
+from hydra_plugins.lab_sweeps.pool import run_pool
 from lab.paths import atomic_file
 
 log = logging.getLogger(__name__)
-# How often the pool looks for a finished job: small against a job (tens of seconds), and cheap.
-POLL_SECONDS = 0.2
 # How long a job's process is given to end after SIGTERM at its timeout before it is killed.
 TERMINATE_GRACE_SECONDS = 10
 
@@ -82,21 +81,9 @@ class ForkedLocalLauncher(Launcher):
         log.info("Local sweep output dir : %s (%d job(s) at a time, each forked from a server that imported %s)",
                  self.config.hydra.sweep.dir, self.array_parallelism, ", ".join(self.preload) or "nothing")
         context = job_context(self.preload)
-        waiting = list(enumerate(job_overrides))
-        running: Dict[int, RunningJob] = {}
-        results: List[JobReturn] = [None] * len(job_overrides)  # type: ignore[list-item]
-        while waiting or running:
-            while waiting and len(running) < self.array_parallelism:
-                index, overrides = waiting.pop(0)
-                number = initial_job_idx + index
-                log.info("\t#%d : %s", number, " ".join(filter_overrides(overrides)))
-                running[index] = RunningJob.start(context, self, list(overrides), number, logs)
-            finished = [index for index, job in running.items() if job.ended(self.timeout_s)]
-            if not finished:
-                time.sleep(POLL_SECONDS)
-            for index in finished:
-                results[index] = running.pop(index).job_return()
-        return results
+        return run_pool(job_overrides, initial_job_idx, self.array_parallelism,
+                        start=lambda overrides, number: RunningJob.start(context, self, overrides, number, logs),
+                        ended=lambda job: job.ended(self.timeout_s), result=lambda job, _: job.job_return())
 
     def run_in_this_process(self, overrides: List[str], number: int, singleton_state: Dict[Any, Any]) -> JobReturn:
         """The job, as Hydra's launchers run one: the sweep's config with the job's overrides."""

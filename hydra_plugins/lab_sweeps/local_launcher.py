@@ -18,22 +18,19 @@ goes past, as it does a job that raised.
 """
 
 import logging
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, List, Sequence
+from typing import Any, Sequence
 
 from hydra.core.config_store import ConfigStore
 from hydra.core.singleton import Singleton
-from hydra.core.utils import JobReturn, JobStatus, filter_overrides
+from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import OmegaConf
 from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf, LocalQueueConf
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import LocalLauncher
+from hydra_plugins.lab_sweeps.pool import run_pool
 
 log = logging.getLogger(__name__)
-# How often the pool looks for a finished job: small against a job (tens of seconds), and cheap
-# (LocalJob.done() polls its process).
-POLL_SECONDS = 0.2
 
 
 @dataclass
@@ -73,23 +70,10 @@ class PooledLocalLauncher(LocalLauncher):
         executor = self.executor()
         log.info("Submitit 'local' sweep output dir : %s (%d job(s) at a time)", self.config.hydra.sweep.dir,
                  self.array_parallelism)
-        waiting = list(enumerate(job_overrides))
-        running: dict = {}
-        results: List[JobReturn] = [None] * len(job_overrides)  # type: ignore[list-item]
-        while waiting or running:
-            while waiting and len(running) < self.array_parallelism:
-                index, overrides = waiting.pop(0)
-                number = initial_job_idx + index
-                log.info("\t#%d : %s", number, " ".join(filter_overrides(overrides)))
-                running[index] = executor.submit(self, list(overrides), "hydra.sweep.dir", number,
-                                                 f"job_id_for_{number}", Singleton.get_state())
-            finished = [index for index, job in running.items() if job.done()]
-            if not finished:
-                time.sleep(POLL_SECONDS)
-            for index in finished:
-                results[index] = job_return(running.pop(index), job_overrides[index])
-        return results
-
+        return run_pool(job_overrides, initial_job_idx, self.array_parallelism,
+                        start=lambda overrides, number: executor.submit(self, overrides, "hydra.sweep.dir", number,
+                                                                        f"job_id_for_{number}", Singleton.get_state()),
+                        ended=lambda job: job.done(), result=job_return)
 
 def job_return(job, overrides: Sequence[str]) -> JobReturn:
     """The job's JobReturn; a job whose process died without one becomes a failed JobReturn."""
