@@ -1,6 +1,6 @@
 """Each run's measured memory ledger beside the analytic estimate for the same config and step shape.
 
-    python -m bench.ledger_vs_estimate                    # short CPU runs of the tiny models
+    python -m bench.ledger_vs_estimate                    # short CPU runs of the tiny models, fp32 and bf16
     python -m bench.ledger_vs_estimate --models tiny-bert tiny-llama minilm-l6 smollm2-135m
     python -m bench.ledger_vs_estimate --records results  # existing records instead
 
@@ -64,16 +64,16 @@ def render_row(r: dict) -> str:
     method = r["method"] if r["rank"] is None else f"{r['method']} r={r['rank']}"
     shape = f"{r['batch']} x {r['seq_len']}" + (" (padded)" if r["padded"] else "")
     peak_text = "n/a" if peak_value is None else f"{peak_value:,}"
-    return (f"| {r['model']} | {method} | {'on' if r['checkpointing'] else 'off'} | {shape} "
+    return (f"| {r['model']} | {method} | {'on' if r['checkpointing'] else 'off'} | {r['precision']} | {shape} "
             f"| {wm:,} / {we:,} ({_error(r['weights+gradients+optimizer error'])}) "
             f"| {am:,} / {ae:,} ({_error(r['activations error'])}) "
             f"| {peak_text} ({peak.get('device', '?')}) |")
 
 
 def render(rows: list[dict]) -> str:
-    lines = ["| model | method | GC | batch x seq | weights + grads + optimizer: measured / estimated (error) "
-             "| saved activations: measured / estimated (error) | peak above baseline (device, measured) |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| model | method | GC | precision | batch x seq | weights + grads + optimizer: measured / estimated "
+             "(error) | saved activations: measured / estimated (error) | peak above baseline (device, measured) |",
+             "|---|---|---|---|---|---|---|---|"]
     return "\n".join(lines + [render_row(r) for r in rows])
 
 
@@ -87,22 +87,34 @@ def read_records(folder: str) -> list[dict]:
     return records
 
 
-def short_runs(models: list[str], methods: list[str], checkpointing: list[str]) -> list[dict]:
-    """One short run per model x method x checkpointing setting, in a temporary results folder."""
+def short_runs(models: list[str], methods: list[str], checkpointing: list[str], precisions: list[str]) -> list[dict]:
+    """One short run per model x method x checkpointing setting x precision, in a temporary results folder."""
     records = []
     with tempfile.TemporaryDirectory(prefix="ledger-") as results:
         for model in models:
             for method in methods:
                 for setting in checkpointing:
-                    gc = "true" if setting == "on" else "false"
-                    records.append(short_run(model, method, results, [f"trainer.gradient_checkpointing={gc}"]))
+                    for precision in precisions:
+                        gc = "true" if setting == "on" else "false"
+                        records.append(short_run(model, method, results, [f"trainer.gradient_checkpointing={gc}",
+                                                                          f"trainer.precision={precision}"]))
     return records
+
+
+def default_precisions() -> list[str]:
+    """fp32, and bf16 autocast where this machine has it (a CPU with bf16 instructions, or CUDA)."""
+    import torch
+
+    from lab.decisions import cpu_bf16_supported
+
+    return ["fp32", "bf16"] if cpu_bf16_supported() or torch.cuda.is_available() else ["fp32"]
 
 
 def report(rows: list[dict]) -> str:
     text = ("Bytes. Measured: lab.memory.ledger on the run's first training step (activations) and its real "
             "optimizer (state); estimated: lab.memory.estimate from the architecture, at the measured step's shape. "
-            "Error = estimated / measured - 1. GC = gradient checkpointing.\n\n" + render(rows) + "\n")
+            "Error = estimated / measured - 1. GC = gradient checkpointing. Precision: what the run computed in "
+            "(bf16: autocast; the CPU estimate follows the same autocast rules as CUDA).\n\n" + render(rows) + "\n")
     failing = [r["run"] for r in rows if not within_tolerance(r)]
     return text + (f"\n{len(rows) - len(failing)} of {len(rows)} runs within tolerance (weights + gradients + "
                    f"optimizer {WGO_TOLERANCE:.0%}, activations {ACTIVATION_TOLERANCE:.0%})"
@@ -115,11 +127,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--methods", nargs="+", default=list(METHODS))
     parser.add_argument("--checkpointing", nargs="+", default=["off", "on"], choices=["off", "on"],
                         help="gradient checkpointing settings to run (default: off on)")
+    parser.add_argument("--precisions", nargs="+", choices=["fp32", "bf16"],
+                        help="trainer.precision of the runs (default: fp32, and bf16 where this machine has it)")
     parser.add_argument("--records", help="compare the records under this results folder instead of running")
     parser.add_argument("--out", default="reports", help="output folder for ledger_vs_estimate.md (default: reports)")
     args = parser.parse_args(argv)
-    records = read_records(args.records) if args.records else short_runs(args.models, args.methods, args.checkpointing)
-    text = report([compare(r) for r in records])
+    records = read_records(args.records) if args.records else \
+        short_runs(args.models, args.methods, args.checkpointing, args.precisions or default_precisions())
+    text = report([{**compare(r), "precision": r.get("precision", "fp32")} for r in records])
     print(text)
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "ledger_vs_estimate.md"), "w") as f:

@@ -30,7 +30,8 @@ Rules taken from the libraries (transformers 5, peft 0.21, bitsandbytes 0.50, to
 
 The CPU fp32 path is validated against measured runs (tests/test_accounting.py). The CUDA rules
 (bf16 autocast casts, bool masks, fused kernels) follow the same sources but are not validated on
-a GPU here; results say so.
+a GPU here; results say so. CPU bf16 autocast: reports/ledger_vs_estimate.md sets the same rules
+against measured runs; Llama's saved activations match, BERT's do not (its rows there).
 """
 
 from __future__ import annotations
