@@ -511,7 +511,9 @@ def _check_architecture(merged: DictConfig) -> None:
     check_max_length(merged, positions)
 
 
-# Methods whose `rank` virtual tokens are put before every input: they take positions like real tokens.
+# Methods whose `rank` virtual tokens are put before every input: they take positions like real tokens,
+# which is an error past an encoder's learned position table (BERT, RoBERTa, MiniLM: the suite's
+# classifiers); a decoder's rotary positions run on past its trained length.
 PREPENDS_VIRTUAL_TOKENS = ("PROMPT_TUNING", "P_TUNING")
 
 
@@ -524,7 +526,8 @@ def check_max_length(cfg: DictConfig, positions: int | None) -> None:
     if max_length > positions:
         raise ConfigError("model.max_length", max_length,
                           f"at most the model's {positions} positions (max_position_embeddings)")
-    if cfg.method.get("peft_type") in PREPENDS_VIRTUAL_TOKENS and cfg.rank and max_length + cfg.rank > positions:
+    prepends = cfg.method.get("peft_type") in PREPENDS_VIRTUAL_TOKENS and cfg.model.task == "cls"
+    if prepends and cfg.rank and max_length + cfg.rank > positions:
         raise ConfigError("rank", cfg.rank, f"at most {positions - max_length} virtual tokens for {cfg.method.name}: "
                           f"they come before each input of up to model.max_length={max_length} tokens, within the "
                           f"model's {positions} positions (or lower model.max_length)")

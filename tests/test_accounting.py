@@ -9,7 +9,7 @@ import torch
 from lab.memory import gpus
 from bench.ledger_vs_estimate import short_run
 from lab import methods, models
-from lab.decisions import compute_dtype
+from lab.decisions import compute_dtype, cpu_bf16_supported
 from lab.memory import estimate as accounting
 from lab.memory.tables import memory as memory_table
 from lab.memory.tables import params as params_table
@@ -121,6 +121,23 @@ def test_estimate_matches_the_measured_ledger(records, case):
                                       + sum(memory["optimizer_state"].values()) + memory["activations"])
     # the run's own parameter count is the meta-device count
     assert record["params"] == accounting.count_params(accounting.config_for(case[0], case[1], record["rank"]))
+
+
+# bf16 autocast on a CPU with bf16 instructions: the same rules, with autocast's casts (and the CPU's
+# SDPA math path, which computes BERT's attention in fp32 whatever autocast gives it).
+BF16_RUNS = [("tiny-bert", "full", "off"), ("tiny-bert", "lora", "on"), ("tiny-llama", "qlora", "off")]
+
+
+@pytest.mark.skipif(not cpu_bf16_supported(), reason="bf16 autocast needs a CPU with bf16 instructions")
+@pytest.mark.parametrize("case", BF16_RUNS, ids=["-".join(c) for c in BF16_RUNS])
+def test_estimate_matches_the_measured_ledger_under_bf16_autocast(tmp_path, case):
+    model, method, checkpointing = case
+    gc = "true" if checkpointing == "on" else "false"
+    record = short_run(model, method, str(tmp_path), [f"trainer.gradient_checkpointing={gc}", "trainer.precision=bf16"])
+    assert record["precision"] == "bf16"
+    row = compare(record)
+    assert abs(row["weights+gradients+optimizer error"]) <= WGO_TOLERANCE
+    assert abs(row["activations error"]) <= 1e-3  # exact but for a scalar or two (the fp32 runs too)
 
 
 def test_ledger_categories_are_what_the_optimizer_and_autograd_hold(records):

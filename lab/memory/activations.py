@@ -30,8 +30,9 @@ Rules taken from the libraries (transformers 5, peft 0.21, bitsandbytes 0.50, to
 
 The CPU fp32 path is validated against measured runs (tests/test_accounting.py). The CUDA rules
 (bf16 autocast casts, bool masks, fused kernels) follow the same sources but are not validated on
-a GPU here; results say so. CPU bf16 autocast: reports/ledger_vs_estimate.md sets the same rules
-against measured runs; Llama's saved activations match, BERT's do not (its rows there).
+a GPU here; results say so. CPU bf16 autocast is validated like fp32 (reports/ledger_vs_estimate.md,
+its bf16 rows): on the CPU, SDPA's math path (BERT's attention dropout) computes in fp32 whatever
+autocast gives it.
 """
 
 from __future__ import annotations
@@ -240,7 +241,10 @@ class Forward:
                 self.saved.save(new(B * heads * S, FP32, False), part)  # logsumexp
                 self.saved.save(mask, "attention mask")
             return out  # already laid out (B, S, H, d): transpose(1, 2).contiguous() copies nothing
-        # torch's math path: q*scale, k^T*scale, q@k^T, softmax, dropout, @v
+        # torch's math path: q*scale, k^T*scale, q@k^T, softmax, dropout, @v; on the CPU it computes in
+        # fp32 whatever autocast gave it (bf16 inputs are upcast, the output cast back)
+        out_dtype = q.dtype
+        q, k, v = cast(q, FP32), cast(k, FP32), cast(v, FP32)
         qs, ks = new(q.numel, q.dtype, q.grad), new(k.numel, k.dtype, k.grad)
         if ks.grad:
             self.saved.save(qs, part)
@@ -255,7 +259,7 @@ class Forward:
             self.saved.save(dropped, part)
         if dropped.grad:
             self.saved.save(v, part)
-        return new(q.numel, q.dtype, grad)  # the (B, H, S, d) result transposed into a new tensor
+        return new(q.numel, out_dtype, grad)  # the (B, H, S, d) result transposed into a new tensor
 
     def mask(self) -> Act:
         if not hasattr(self, "_mask"):
@@ -391,7 +395,9 @@ class Forward:
         first_storage = Act(x.numel, x.dtype, x.grad, storage=x.storage)
         if roberta:
             head = trained_copy(model.classifier)
-            if not p_cls and trained_copy(head.dense).weight.requires_grad:
+            # without dropout the dense layer gets the first token's view (its whole storage is kept),
+            # unless autocast casts it into a copy first (saved by the linear below)
+            if not p_cls and self.autocast is None and trained_copy(head.dense).weight.requires_grad:
                 self.saved.save(first_storage, "head")
             z = self.dropout(first, p_cls, "head")
             z = self.linear(z, head.dense, "head")
@@ -401,9 +407,12 @@ class Forward:
         else:
             pooler = trained_copy(encoder_model.pooler)
             dense = trained_copy(pooler.dense)
-            if dense.weight.requires_grad:
-                self.saved.save(first_storage, "head")
-            z = new(B * hidden, x.dtype, x.grad or dense.weight.requires_grad)
+            if self.autocast is None:
+                if dense.weight.requires_grad:
+                    self.saved.save(first_storage, "head")
+                z = new(B * hidden, x.dtype, x.grad or dense.weight.requires_grad)
+            else:  # autocast casts the first token's view into a copy of its own (and the weight)
+                z = self.matmul_weight(first, dense.weight, hidden, "head")
             z = self.tanh(z, "head")
             z = self.dropout(z, p_cls, "head")
             logits = self.linear(z, model.classifier, "head")
