@@ -185,6 +185,8 @@ def run_and_record(job, path: str, started: float) -> dict:
             log.error("run %s %s: %s", job.run_id, status, record["error"])
     if not job.launched.is_main:
         job.close({})
+        if record["status"] != "ok":
+            wait_for_record(path, started)
         return record
     now = time.time()
     record["timing"] = {**record.get("timing", {}), "wall_seconds": round(now - started, 3),
@@ -206,6 +208,21 @@ def run_and_record(job, path: str, started: float) -> dict:
         log.warning("traceback of %s not kept (%s): %s", job.run_id, err.strerror, failure)
     print(summary(written, path))
     return written
+
+
+# A failed process of a multi-process run exits 1, and torchrun then stops the others: a process that
+# is not rank 0 first gives rank 0 up to this long to write the run's record (else, on a loaded
+# machine, rank 0 was stopped before its record was on disk). Bounded: rank 0 may be stuck in a collective.
+RECORD_WAIT_SECONDS = 60.0
+
+
+def wait_for_record(path: str, started: float, timeout: float = RECORD_WAIT_SECONDS) -> None:
+    """Until a record at `path` written since `started` exists, or `timeout` seconds."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if os.path.exists(path) and os.path.getmtime(path) >= started:
+            return
+        time.sleep(0.1)
 
 
 def time_split(job, started: float, now: float) -> dict:
