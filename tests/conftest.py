@@ -41,3 +41,14 @@ def _fresh_wandb_setup():
 @pytest.fixture
 def compose_cfg():
     return compose_run
+
+
+@pytest.fixture(scope="session")
+def vader_cache():
+    """The lab cache holding the vaderSentiment sdist (movie-sentences), downloaded on first use: any
+    test that reads movie-sentences asks for it, whichever worker and order it runs in."""
+    from lab import fetch
+    from lab.paths import default_cache_dir
+
+    fetch.fetch_vader(default_cache_dir())
+    return default_cache_dir()

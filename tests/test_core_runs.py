@@ -198,7 +198,8 @@ def test_two_runs_on_one_split_align_row_by_row(records):
         assert (a["gold"] == b["gold"]).all()
 
 
-def test_ledger_is_identical_across_seeds_of_one_cell(tmp_path):
+@pytest.mark.cache
+def test_ledger_is_identical_across_seeds_of_one_cell(tmp_path, vader_cache):
     """The ledger is measured on the run's longest batch, not the first shuffled one (whose padded
     length follows the seed): two seeds of one cell hold the same bytes in every category."""
     ledgers = []

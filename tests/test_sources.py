@@ -11,7 +11,7 @@ import os
 import pytest
 from omegaconf import OmegaConf
 
-from lab import fetch, paths
+from lab import paths
 from lab.config import ConfigError, DatasetSchema, ModelSchema, compose
 from lab.data import sources
 from lab.paths import CONF_DIR, default_cache_dir
@@ -31,16 +31,11 @@ def texts(split) -> set:
         [c for c in split.column_names if c in ("label",)]).to_list()}
 
 
-@pytest.fixture(scope="module")
-def cache():
-    fetch.fetch_vader(default_cache_dir())
-    return default_cache_dir()
-
-
 # ---- packaged corpora --------------------------------------------------------------------------
 
 @pytest.mark.cache
-def test_movie_sentences(cache):
+def test_movie_sentences(vader_cache):
+    cache = vader_cache
     records = sources.movie_sentences(cache)
     # 10,605 rated sentences, of which 37 are rated exactly 0 and carry no binary label.
     assert len(records) == 10605 - 37
