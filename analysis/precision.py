@@ -17,8 +17,6 @@ from __future__ import annotations
 import argparse
 import os
 
-import pandas as pd
-
 from analysis import stats
 from analysis.cells import row_matrix
 from analysis.collect import read_results, to_frame
@@ -42,16 +40,8 @@ def pairs(records: list[dict]) -> tuple[dict[str, dict[int, dict[str, dict]]], l
     return by_method, left_out
 
 
-def accuracy_comparison(paired: dict[int, dict[str, dict]], split: str) -> stats.Comparison:
-    """bf16 - fp32 accuracy in points over the paired seeds, on the rows as well where both kept them."""
-    scores = {p: {seed: 100 * runs[p]["metrics"][f"{split}_accuracy"] for seed, runs in paired.items()}
-              for p in PRECISIONS}
-    rows = {p: row_matrix(to_frame([runs[p] for runs in paired.values()]), split, f"{split}_accuracy")
-            for p in PRECISIONS}
-    return stats.compare(scores["bf16"], scores["fp32"], rows["bf16"], rows["fp32"])
-
-
-def speed_rows(method: str, paired: dict[int, dict[str, dict]]) -> list[dict]:
+def seed_rows(method: str, paired: dict[int, dict[str, dict]]) -> list[dict]:
+    """One row per paired seed: each split's accuracy (points) and the training speed at each precision."""
     rows = []
     for seed, runs in paired.items():
         speed = {p: runs[p]["timing"]["train_tokens_per_second"] for p in PRECISIONS}
@@ -63,29 +53,39 @@ def speed_rows(method: str, paired: dict[int, dict[str, dict]]) -> list[dict]:
     return rows
 
 
+def accuracy_comparison(paired: dict[int, dict[str, dict]], rows: list[dict], split: str) -> stats.Comparison:
+    """bf16 - fp32 accuracy in points over the paired seeds (`rows`: seed_rows), on the evaluated rows as
+    well where both precisions kept them."""
+    scores = {p: {r["seed"]: r[f"{split}_accuracy_{p}"] for r in rows} for p in PRECISIONS}
+    outputs = {p: row_matrix(to_frame([runs[p] for runs in paired.values()]), split, f"{split}_accuracy")
+               for p in PRECISIONS}
+    return stats.compare(scores["bf16"], scores["fp32"], outputs["bf16"], outputs["fp32"])
+
+
 def compare(by_method: dict[str, dict[int, dict[str, dict]]], rules: Rules = Rules()) -> dict:
     """Per method: the seeds' rows, the speed ratio, and each split's difference judged for
     equivalence, Holm-corrected across the methods."""
     paired = {method: {seed: runs for seed, runs in sorted(seeds.items()) if all(p in runs for p in PRECISIONS)}
               for method, seeds in sorted(by_method.items())}
     paired = {method: seeds for method, seeds in paired.items() if seeds}
-    out = {"rules": rules, "methods": {}}
-    judged = {split: rules.family([accuracy_comparison(seeds, split) for seeds in paired.values()], EQUIVALENCE)
+    rows = {method: seed_rows(method, seeds) for method, seeds in paired.items()}
+    judged = {split: rules.family([accuracy_comparison(seeds, rows[method], split) for method, seeds in paired.items()],
+                                  EQUIVALENCE)
               for split in SPLITS}
-    for i, (method, seeds) in enumerate(paired.items()):
-        rows = speed_rows(method, seeds)
-        out["methods"][method] = {"rows": rows, "speedup": stats.mean_interval([r["speedup"] for r in rows]),
+    out = {"rules": rules, "methods": {}}
+    for i, method in enumerate(paired):
+        out["methods"][method] = {"rows": rows[method],
+                                  "speedup": stats.mean_interval([r["speedup"] for r in rows[method]]),
                                   **{split: judged[split][i] for split in SPLITS}}
     out["equivalent"] = bool(paired) and all(m["validation"].verdict == "similar" for m in out["methods"].values())
     return out
 
 
 def markdown(result: dict, left_out: list[str], source: str) -> str:
-    rows = pd.DataFrame([r for m in result["methods"].values() for r in m["rows"]])
     lines = [f"# bf16 autocast vs fp32 on the CPU ({source})", "",
              "| method | seed | validation acc fp32 | bf16 | test acc fp32 | bf16 | tokens/s fp32 | bf16 | bf16 / fp32 |",
              "|---|---|---|---|---|---|---|---|---|"]
-    for r in rows.to_dict("records"):
+    for r in [row for m in result["methods"].values() for row in m["rows"]]:
         lines.append(f"| {r['method']} | {r['seed']} | {r['validation_accuracy_fp32']:.2f} | "
                      f"{r['validation_accuracy_bf16']:.2f} | {r['test_accuracy_fp32']:.2f} | "
                      f"{r['test_accuracy_bf16']:.2f} | {r['tokens_per_second_fp32']:.0f} | "

@@ -94,8 +94,8 @@ def short_runs(models: list[str], methods: list[str], checkpointing: list[str], 
         for model in models:
             for method in methods:
                 for setting in checkpointing:
+                    gc = "true" if setting == "on" else "false"
                     for precision in precisions:
-                        gc = "true" if setting == "on" else "false"
                         records.append(short_run(model, method, results, [f"trainer.gradient_checkpointing={gc}",
                                                                           f"trainer.precision={precision}"]))
     return records
@@ -114,7 +114,7 @@ def report(rows: list[dict]) -> str:
     text = ("Bytes. Measured: lab.memory.ledger on the run's first training step (activations) and its real "
             "optimizer (state); estimated: lab.memory.estimate from the architecture, at the measured step's shape. "
             "Error = estimated / measured - 1. GC = gradient checkpointing. Precision: what the run computed in "
-            "(bf16: autocast; the CPU estimate follows the same autocast rules as CUDA).\n\n" + render(rows) + "\n")
+            "(bf16: autocast).\n\n" + render(rows) + "\n")
     failing = [r["run"] for r in rows if not within_tolerance(r)]
     return text + (f"\n{len(rows) - len(failing)} of {len(rows)} runs within tolerance (weights + gradients + "
                    f"optimizer {WGO_TOLERANCE:.0%}, activations {ACTIVATION_TOLERANCE:.0%})"
@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     records = read_records(args.records) if args.records else \
         short_runs(args.models, args.methods, args.checkpointing, args.precisions or default_precisions())
-    text = report([{**compare(r), "precision": r.get("precision", "fp32")} for r in records])
+    text = report([compare(r) for r in records])
     print(text)
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "ledger_vs_estimate.md"), "w") as f:

@@ -6,12 +6,12 @@ launcher), and a probe of how long the interpreter takes to exit after importing
 
 from __future__ import annotations
 
-import glob
-import json
 import os
 import subprocess
 import sys
 import time
+
+from lab.record import read_results
 
 STARTUP_OVERRIDES = ["model=tiny-llama", "dataset=synthetic-lm", "method=lora", "logger=none", "trainer.max_steps=5",
                      "skip_finished=false"]
@@ -184,11 +184,8 @@ def launcher_runs(workdir: str, log, overrides: list[str] = LAUNCHER_OVERRIDES) 
         process_s = time.time() - started
         if proc.returncode != 0:
             raise RuntimeError(f"{' '.join(command)} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
-        jobs = []
-        for path in glob.glob(os.path.join(results, "*", "result.json")):
-            with open(path) as f:
-                record = json.load(f)
-            jobs.append({"method": record["method"], **record["timing"]["split_seconds"]})
+        records = read_results(results)[0]
+        jobs = [{"method": record["method"], **record["timing"]["split_seconds"]} for record in records]
         out[launcher] = {"process_s": process_s, "jobs": sorted(jobs, key=lambda j: j["method"])}
         log(f"  {launcher}: {len(jobs)} jobs in {process_s:.1f} s")
     return out

@@ -35,12 +35,11 @@ def texts(split) -> set:
 
 @pytest.mark.cache
 def test_movie_sentences(vader_cache):
-    cache = vader_cache
-    records = sources.movie_sentences(cache)
+    records = sources.movie_sentences(vader_cache)
     # 10,605 rated sentences, of which 37 are rated exactly 0 and carry no binary label.
     assert len(records) == 10605 - 37
     assert collections.Counter(r["label"] for r in records) == {"positive": 5242, "negative": 5326}
-    data = sources.load(dataset("movie-sentences"), cache)
+    data = sources.load(dataset("movie-sentences"), vader_cache)
     assert data.task == "cls" and data.label_names == ["negative", "positive"]
     assert {k: len(v) for k, v in data.splits.items()} == {"train": 9066, "validation": 500, "test": 1000}
 

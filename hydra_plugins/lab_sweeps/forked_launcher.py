@@ -35,7 +35,7 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, open_dict
 
-from hydra_plugins.lab_sweeps.pool import run_pool
+from hydra_plugins.lab_sweeps.pool import run_pool, slot_count
 from lab.paths import atomic_file
 
 log = logging.getLogger(__name__)
@@ -59,11 +59,9 @@ ConfigStore.instance().store(group="hydra/launcher", name="forked_local_pool", n
 
 class ForkedLocalLauncher(Launcher):
     def __init__(self, array_parallelism: int = 2, timeout_min: float = 120, preload: Sequence[str] = ()) -> None:
-        if int(array_parallelism) < 1:
-            raise ValueError(f"hydra.launcher.array_parallelism={array_parallelism}: a whole number >= 1")
         if float(timeout_min) <= 0:
             raise ValueError(f"hydra.launcher.timeout_min={timeout_min}: minutes, > 0")
-        self.array_parallelism = int(array_parallelism)
+        self.array_parallelism = slot_count(array_parallelism)
         self.timeout_s = float(timeout_min) * 60
         self.preload = [str(name) for name in preload]
         self.config: Optional[DictConfig] = None

@@ -28,7 +28,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import OmegaConf
 from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf, LocalQueueConf
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import LocalLauncher
-from hydra_plugins.lab_sweeps.pool import run_pool
+from hydra_plugins.lab_sweeps.pool import run_pool, slot_count
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +47,7 @@ ConfigStore.instance().store(group="hydra/launcher", name="submitit_local_pool",
 class PooledLocalLauncher(LocalLauncher):
     def __init__(self, array_parallelism: int = 2, **params: Any) -> None:
         super().__init__(**params)
-        if int(array_parallelism) < 1:
-            raise ValueError(f"hydra.launcher.array_parallelism={array_parallelism}: a whole number >= 1")
-        self.array_parallelism = int(array_parallelism)
+        self.array_parallelism = slot_count(array_parallelism)
 
     def executor(self):
         """The LocalExecutor as Hydra's submitit launcher configures it (folder, timeout, GPUs)."""

@@ -11,6 +11,13 @@ log = logging.getLogger(__name__)
 POLL_SECONDS = 0.2
 
 
+def slot_count(array_parallelism) -> int:
+    """hydra.launcher.array_parallelism as the pool's bound: a whole number >= 1."""
+    if int(array_parallelism) < 1:
+        raise ValueError(f"hydra.launcher.array_parallelism={array_parallelism}: a whole number >= 1")
+    return int(array_parallelism)
+
+
 def run_pool(job_overrides: Sequence[Sequence[str]], initial_job_idx: int, slots: int,
              start: Callable[[List[str], int], Any], ended: Callable[[Any], bool],
              result: Callable[[Any, List[str]], JobReturn]) -> List[JobReturn]:

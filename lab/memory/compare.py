@@ -80,6 +80,7 @@ def compare(record: dict) -> dict:
     row = {
         "run": record["run_id"], "model": record["model"], "method": record["method"], "rank": record["rank"],
         "checkpointing": bool(config.get("trainer", {}).get("gradient_checkpointing")),
+        "precision": record.get("precision", "fp32"),  # what the run computed in (bf16: autocast)
         "batch": step.get("batch"), "seq_len": step.get("seq_len"), "padded": step.get("padded"),
         "weights": (measured_weights, est["weights_total"]),
         "gradients": (memory["gradients"], est["gradients"]),
